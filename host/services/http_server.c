@@ -1,0 +1,331 @@
+/* host/services/http_server.c: evhttp over OpenSSL bufferevents, with the three changes the
+ * performance notes found necessary (TCP_NODELAY on the listener, one TLS record per response,
+ * changelist epoll set on the base by the caller) and a connection limit. */
+#include "http_server.h"
+
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_BOUND 8
+
+struct bw_http_server {
+	struct event_base *base;
+	char name[32];
+	struct evhttp *http;
+	SSL_CTX *ctx;
+	struct bw_http_limits limits;
+	struct evconnlistener *listeners[MAX_BOUND];
+	struct evhttp_bound_socket *bound[MAX_BOUND];
+	size_t nbound;
+	size_t connections;
+	bool paused;   /* listeners disabled because of the connection limit */
+	bool stopping; /* stop_accepting was called */
+	int port;
+};
+
+/* SSL ex_data slot whose free callback tells us a connection went away: evhttp frees the
+ * bufferevent (and with it the SSL) when it drops a connection, and 2.1 has no other hook. */
+static int g_conn_slot = -1;
+
+static void conn_gone(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	bw_http_server *srv = ptr;
+	if (!srv)
+		return;
+	srv->connections--;
+	if (srv->paused && !srv->stopping && srv->connections < srv->limits.max_connections) {
+		srv->paused = false;
+		for (size_t i = 0; i < srv->nbound; i++)
+			evconnlistener_enable(srv->listeners[i]);
+	}
+}
+
+static struct bufferevent *bev_cb(struct event_base *base, void *arg)
+{
+	bw_http_server *srv = arg;
+	SSL *ssl = SSL_new(srv->ctx);
+	if (!ssl)
+		return NULL;
+	/* fd -1: evhttp sets the accepted socket on the bufferevent itself. */
+	struct bufferevent *bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                                         BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!bev) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* Clients often close without close_notify; that is not an error for us. */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	SSL_set_ex_data(ssl, g_conn_slot, srv);
+	srv->connections++;
+	if (srv->connections >= srv->limits.max_connections && !srv->paused) {
+		srv->paused = true;
+		for (size_t i = 0; i < srv->nbound; i++)
+			evconnlistener_disable(srv->listeners[i]);
+		bw_log_warn("http", "%s listener: %zu connections open, not accepting more until one closes", srv->name,
+		            srv->connections);
+	}
+	return bev;
+}
+
+static void apply_limits(bw_http_server *srv)
+{
+	evhttp_set_max_headers_size(srv->http, (ev_ssize_t)srv->limits.max_header_bytes);
+	evhttp_set_max_body_size(srv->http, (ev_ssize_t)srv->limits.max_body_bytes);
+	evhttp_set_timeout(srv->http, srv->limits.timeout_s > 0 ? srv->limits.timeout_s : 30);
+}
+
+bw_http_server *bw_http_server_new(struct event_base *base, const char *name, SSL_CTX *ctx,
+                                   const struct bw_http_limits *limits, bw_error *err)
+{
+	if (g_conn_slot < 0)
+		g_conn_slot = SSL_get_ex_new_index(0, NULL, NULL, NULL, conn_gone);
+	bw_http_server *srv = calloc(1, sizeof *srv);
+	if (!srv || !(srv->http = evhttp_new(base))) {
+		free(srv);
+		bw_error_set(err, BW_E_NOMEM, "cannot create the %s HTTP server", name);
+		return NULL;
+	}
+	srv->base = base;
+	snprintf(srv->name, sizeof srv->name, "%s", name);
+	srv->ctx = ctx;
+	SSL_CTX_up_ref(ctx);
+	srv->limits = *limits;
+	apply_limits(srv);
+	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+	                                          EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD);
+	evhttp_set_bevcb(srv->http, bev_cb, srv);
+	return srv;
+}
+
+void bw_http_server_free(bw_http_server *srv)
+{
+	if (!srv)
+		return;
+	srv->stopping = true;
+	evhttp_free(srv->http); /* frees bound sockets, listeners and connections */
+	SSL_CTX_free(srv->ctx);
+	free(srv);
+}
+
+static int parse_address(const char *address, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[256];
+	const char *colon = strrchr(address, ':');
+	if (!colon || colon == address || !colon[1])
+		return -1;
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	if (*end || port < 0 || port > 65535)
+		return -1;
+	size_t hl = (size_t)(colon - address);
+	if (hl >= sizeof host)
+		return -1;
+	memcpy(host, address, hl);
+	host[hl] = '\0';
+	memset(ss, 0, sizeof *ss);
+	if (host[0] == '[') {
+		size_t n = strlen(host);
+		if (n < 3 || host[n - 1] != ']')
+			return -1;
+		host[n - 1] = '\0';
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1)
+			return -1;
+		*len = sizeof *s6;
+		return 0;
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons((uint16_t)port);
+	if (strcmp(host, "*") == 0)
+		s4->sin_addr.s_addr = htonl(INADDR_ANY);
+	else if (strcmp(host, "localhost") == 0)
+		s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	else if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+		return -1;
+	*len = sizeof *s4;
+	return 0;
+}
+
+int bw_http_server_listen(bw_http_server *srv, const char *address, bw_error *err)
+{
+	if (srv->nbound >= MAX_BOUND)
+		return bw_error_set(err, BW_E_LIMIT, "%s listener: at most %d addresses", srv->name, MAX_BOUND);
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (parse_address(address, &ss, &len) != 0)
+		return bw_error_set(err, BW_E_CONFIG,
+		                    "%s listener: cannot parse address '%s' (use host:port or [v6]:port)", srv->name,
+		                    address);
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return bw_error_set(err, BW_E_IO, "%s listener %s: socket: %s", srv->name, address, strerror(errno));
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	/* Accepted sockets inherit TCP_NODELAY on Linux: no Nagle stalls between header and body. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 1024) != 0) {
+		int e = errno;
+		close(fd);
+		if (e == EADDRINUSE)
+			return bw_error_set(err, BW_E_IO,
+			                    "%s listener: address %s is already in use (another bulwarkd or another "
+			                    "service is listening there)",
+			                    srv->name, address);
+		return bw_error_set(err, BW_E_IO, "%s listener: cannot listen on %s: %s", srv->name, address,
+		                    strerror(e));
+	}
+	struct evconnlistener *l =
+	    evconnlistener_new(srv->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (!l) {
+		close(fd);
+		return bw_error_set(err, BW_E_IO, "%s listener %s: cannot create listener", srv->name, address);
+	}
+	struct evhttp_bound_socket *b = evhttp_bind_listener(srv->http, l);
+	if (!b) {
+		evconnlistener_free(l);
+		return bw_error_set(err, BW_E_IO, "%s listener %s: cannot bind HTTP", srv->name, address);
+	}
+	if (srv->nbound == 0) {
+		struct sockaddr_storage got;
+		socklen_t gl = sizeof got;
+		getsockname(fd, (struct sockaddr *)&got, &gl);
+		srv->port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+		                                           : ((struct sockaddr_in *)&got)->sin_port);
+	}
+	srv->listeners[srv->nbound] = l;
+	srv->bound[srv->nbound++] = b;
+	return BW_OK;
+}
+
+int bw_http_server_port(const bw_http_server *srv)
+{
+	return srv->port;
+}
+
+void bw_http_server_set_handler(bw_http_server *srv, void (*cb)(struct evhttp_request *, void *), void *arg)
+{
+	evhttp_set_gencb(srv->http, cb, arg);
+}
+
+void bw_http_server_set_tls(bw_http_server *srv, SSL_CTX *ctx)
+{
+	SSL_CTX_up_ref(ctx);
+	SSL_CTX_free(srv->ctx);
+	srv->ctx = ctx;
+}
+
+void bw_http_server_set_limits(bw_http_server *srv, const struct bw_http_limits *limits)
+{
+	srv->limits = *limits;
+	apply_limits(srv);
+}
+
+void bw_http_server_stop_accepting(bw_http_server *srv)
+{
+	srv->stopping = true;
+	for (size_t i = 0; i < srv->nbound; i++)
+		evhttp_del_accept_socket(srv->http, srv->bound[i]);
+	srv->nbound = 0;
+}
+
+size_t bw_http_server_connections(const bw_http_server *srv)
+{
+	return srv->connections;
+}
+
+/* ---- responses */
+
+static void send_merged(struct evhttp_request *req, int status, struct evbuffer *body)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(req);
+	struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+	evhttp_send_reply(req, status, NULL, body);
+	/* evhttp wrote the header and the body as two chunks; one contiguous chunk makes the
+	 * OpenSSL bufferevent emit one TLS record and one write(). */
+	if (bev)
+		evbuffer_pullup(bufferevent_get_output(bev), -1);
+}
+
+static void set_common_headers(struct evhttp_request *req, const char *content_type)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Content-Type", content_type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+}
+
+void bw_http_reply_buffer(struct evhttp_request *req, int status, const char *content_type, struct evbuffer *body)
+{
+	set_common_headers(req, content_type);
+	send_merged(req, status, body);
+}
+
+void bw_http_reply_bytes(struct evhttp_request *req, int status, const char *content_type, const void *data,
+                         size_t len)
+{
+	struct evbuffer *b = evbuffer_new();
+	if (len)
+		evbuffer_add(b, data, len);
+	bw_http_reply_buffer(req, status, content_type, b);
+	evbuffer_free(b);
+}
+
+void bw_http_reply_json(struct evhttp_request *req, int status, json_t *body)
+{
+	struct evbuffer *b = evbuffer_new();
+	if (body) {
+		char *s = json_dumps(body, JSON_COMPACT);
+		if (s) {
+			evbuffer_add(b, s, strlen(s));
+			free(s);
+		}
+		json_decref(body);
+	}
+	if (status == 204) {
+		set_common_headers(req, "application/json");
+		send_merged(req, status, NULL);
+	} else {
+		evbuffer_add(b, "\n", 1);
+		bw_http_reply_buffer(req, status, "application/json", b);
+	}
+	evbuffer_free(b);
+}
+
+void bw_http_reply_error(struct evhttp_request *req, int status, const char *code, const char *message)
+{
+	bw_http_reply_json(req, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message));
+}
+
+const char *bw_http_peer(struct evhttp_request *req, char *buf, size_t len)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(req);
+	const struct sockaddr *sa = conn ? evhttp_connection_get_addr(conn) : NULL;
+	buf[0] = '\0';
+	if (sa && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, (socklen_t)len);
+	else if (sa && sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, (socklen_t)len);
+	else
+		snprintf(buf, len, "unknown");
+	return buf;
+}
