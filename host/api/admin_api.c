@@ -439,7 +439,7 @@ static void post_admins(struct bw_http_req *req, void *arg)
 	}
 	j->req = req;
 	snprintf(j->name, sizeof j->name, "%s", name);
-	snprintf(j->role, sizeof j->role, "%s", role ? role : "administrator");
+	snprintf(j->role, sizeof j->role, "%s", role ? role : "readonly"); /* least privilege by default */
 	json_decref(body);
 	bw_error e = {0};
 	if (bw_workq_submit(req->host->workq, hash_work, hash_done, j, &e) != BW_OK) {

@@ -1,0 +1,803 @@
+/* commands.c: what each bulwarkctl command asks the admin API and how it shows the answer. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "commands.h"
+#include "http.h"
+#include "output.h"
+#include "prompt.h"
+#include "session.h"
+
+#define MAX_DURATION_S  (10LL * 366 * 86400)
+#define MAX_AUDIT_LIMIT 100000
+#define SQLITE_MAGIC    "SQLite format 3" /* 15 characters and the NUL: 16 bytes */
+
+/* ---- argument checks ---- */
+
+static bool valid_role(const char *role)
+{
+	return strcmp(role, "administrator") == 0 || strcmp(role, "readonly") == 0;
+}
+
+/* A path segment: non-empty, not "." or ".." (which URL normalisation would eat). */
+static int check_segment(const char *what, const char *value)
+{
+	if (!value[0] || strcmp(value, ".") == 0 || strcmp(value, "..") == 0)
+		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid %s '%s'", what, value);
+	return BWCTL_EXIT_OK;
+}
+
+bool bwctl_parse_duration(const char *s, long long *seconds)
+{
+	long long v = 0, unit = 1;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return false;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		v = v * 10 + (*p - '0');
+		if (v > MAX_DURATION_S)
+			return false;
+	}
+	switch (*p) {
+	case '\0':
+	case 's':
+		break;
+	case 'm':
+		unit = 60;
+		break;
+	case 'h':
+		unit = 3600;
+		break;
+	case 'd':
+		unit = 86400;
+		break;
+	case 'w':
+		unit = 7 * 86400;
+		break;
+	default:
+		return false;
+	}
+	if (*p && p[1])
+		return false;
+	if (v == 0 || v > MAX_DURATION_S / unit)
+		return false;
+	*seconds = v * unit;
+	return true;
+}
+
+/* ---- shared helpers ---- */
+
+static const char *str(const json_t *obj, const char *key)
+{
+	const char *s = json_string_value(json_object_get(obj, key));
+
+	return s ? s : "";
+}
+
+/* Copy of a server string fit for the terminal. */
+static char *clean(const char *s)
+{
+	char *c = bwctl_xstrdup(s);
+
+	bwctl_sanitize(c);
+	return c;
+}
+
+/* A time from obj[key] in local time with the zone name, for one-line messages. */
+static char *zoned_time(const json_t *obj, const char *key, const char *if_null)
+{
+	const char *t = json_string_value(json_object_get(obj, key));
+	char buf[64];
+
+	if (!t || !t[0])
+		return bwctl_xstrdup(if_null);
+	bwctl_format_time(t, true, buf, sizeof buf);
+	return bwctl_xstrdup(buf);
+}
+
+static int unexpected(const struct bwctl_ctx *ctx, const char *what)
+{
+	return bwctl_fail(BWCTL_EXIT_FAIL, "unexpected answer from %s: %s", ctx->server, what);
+}
+
+static int get_json(struct bwctl_ctx *ctx, const char *path, struct bwctl_reply *reply)
+{
+	struct bwctl_call call = {.method = "GET", .path = path, .flags = BWCTL_API_AUTH};
+
+	return bwctl_api_call(ctx, &call, reply);
+}
+
+/* GET `path`, then either prints the JSON or a table of reply[list_key] built by `row`. */
+static int list_command(struct bwctl_ctx *ctx, const char *path, const char *list_key, int ncols,
+                        const char *const *headers, void (*row)(const json_t *item, char **cells))
+{
+	struct bwctl_reply reply;
+	struct bwctl_table *t;
+	const json_t *list, *item;
+	size_t i;
+	int rc = get_json(ctx, path, &reply);
+
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	list = json_object_get(reply.json, list_key);
+	if (!json_is_array(list)) {
+		char what[128];
+
+		snprintf(what, sizeof what, "no \"%s\" list", list_key);
+		rc = unexpected(ctx, what);
+		goto out;
+	}
+	if (ctx->json) {
+		bwctl_print_json(reply.json);
+		goto out;
+	}
+	t = bwctl_table_new(ncols, headers);
+	json_array_foreach(list, i, item)
+	{
+		char *cells[16];
+
+		if (!json_is_object(item))
+			continue;
+		row(item, cells);
+		bwctl_table_add_owned(t, cells);
+	}
+	bwctl_table_print(t, stdout);
+	bwctl_table_free(t);
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+/* Simple DELETE of one object; prints `done` (with the name) unless --json. */
+static int delete_command(struct bwctl_ctx *ctx, const char *collection, const char *what, const char *name,
+                          const char *done)
+{
+	struct bwctl_call call = {.method = "DELETE", .flags = BWCTL_API_AUTH};
+	struct bwctl_reply reply;
+	char *escaped, *path;
+	int rc = check_segment(what, name);
+
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	escaped = bwctl_http_escape(name);
+	path = bwctl_xasprintf("/api/v1/%s/%s", collection, escaped);
+	call.path = path;
+	rc = bwctl_api_call(ctx, &call, &reply);
+	if (rc == BWCTL_EXIT_OK && !ctx->json) {
+		char *c = clean(name);
+
+		printf("%s %s\n", done, c);
+		free(c);
+	}
+	bwctl_reply_free(&reply);
+	free(path);
+	free(escaped);
+	return rc;
+}
+
+/* Password from the environment variable `env`, else the terminal (asked twice when `confirm`). */
+static int get_password(const char *env, const char *prompt, bool confirm, char *buf, size_t size)
+{
+	const char *v = getenv(env);
+	bw_error err;
+
+	if (v) {
+		if (!v[0])
+			return bwctl_fail(BWCTL_EXIT_FAIL, "%s is set but empty", env);
+		if (strlen(v) >= size)
+			return bwctl_fail(BWCTL_EXIT_FAIL, "the password in %s is too long (at most %zu bytes)", env,
+			                  size - 1);
+		memcpy(buf, v, strlen(v) + 1);
+		return BWCTL_EXIT_OK;
+	}
+	if (bwctl_prompt_password(prompt, buf, size, &err) != BW_OK)
+		return bwctl_fail(BWCTL_EXIT_FAIL, "%s (or set %s)", err.message, env);
+	if (!buf[0])
+		return bwctl_fail(BWCTL_EXIT_FAIL, "no password given");
+	if (confirm) {
+		char *again = bwctl_xmalloc(size);
+		int rc = BWCTL_EXIT_OK;
+
+		if (bwctl_prompt_password("Repeat the password: ", again, size, &err) != BW_OK)
+			rc = bwctl_fail(BWCTL_EXIT_FAIL, "%s", err.message);
+		else if (strcmp(buf, again) != 0)
+			rc = bwctl_fail(BWCTL_EXIT_FAIL, "the passwords do not match");
+		explicit_bzero(again, size);
+		free(again);
+		if (rc != BWCTL_EXIT_OK)
+			explicit_bzero(buf, size);
+		return rc;
+	}
+	return BWCTL_EXIT_OK;
+}
+
+/* ---- login, logout, whoami ---- */
+
+int bwctl_cmd_login(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_call call = {.method = "POST", .path = "/api/v1/session"};
+	struct bwctl_reply reply = {0};
+	struct bwctl_session s = {0};
+	char password[BWCTL_PASSWORD_MAX], when[64];
+	char *prompt, *cuser, *crole;
+	json_t *body;
+	bw_error err;
+	int rc;
+
+	if (!args->user || !args->user[0])
+		return bwctl_fail(BWCTL_EXIT_USAGE, "login needs --user NAME");
+	cuser = clean(args->user);
+	prompt = bwctl_xasprintf("Password for %s at %s: ", cuser, ctx->server);
+	free(cuser);
+	rc = get_password("BULWARK_PASSWORD", prompt, false, password, sizeof password);
+	free(prompt);
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	body = json_pack("{s:s, s:s}", "user", args->user, "password", password);
+	explicit_bzero(password, sizeof password);
+	if (!body)
+		return bwctl_fail(BWCTL_EXIT_FAIL, "cannot build the login request (is the user name valid UTF-8?)");
+	call.body = body;
+	rc = bwctl_api_call(ctx, &call, &reply);
+	json_decref(body);
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+
+	if (!json_is_string(json_object_get(reply.json, "token")) || !str(reply.json, "token")[0]) {
+		rc = unexpected(ctx, "no \"token\" in the session");
+		goto out;
+	}
+	s.token = (char *)str(reply.json, "token");
+	s.user = (char *)(str(reply.json, "user")[0] ? str(reply.json, "user") : args->user);
+	s.role = (char *)str(reply.json, "role");
+	s.expires_at = (char *)json_string_value(json_object_get(reply.json, "expires_at"));
+	if (bwctl_session_save(ctx->server, &s, &err) != BW_OK) {
+		rc = bwctl_fail(BWCTL_EXIT_FAIL, "logged in, but cannot save the session: %s", err.message);
+		goto out;
+	}
+	if (ctx->json) {
+		json_t *shown = json_deep_copy(reply.json);
+
+		json_object_del(shown, "token"); /* the saved token is never printed */
+		bwctl_print_json(shown);
+		json_decref(shown);
+		goto out;
+	}
+	cuser = clean(s.user);
+	crole = clean(s.role[0] ? s.role : "unknown role");
+	if (s.expires_at) {
+		bwctl_format_time(s.expires_at, true, when, sizeof when);
+		printf("Logged in as %s (%s) until %s\n", cuser, crole, when);
+	} else {
+		printf("Logged in as %s (%s)\n", cuser, crole);
+	}
+	free(cuser);
+	free(crole);
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+int bwctl_cmd_logout(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_call call = {
+	    .method = "DELETE", .path = "/api/v1/session", .flags = BWCTL_API_AUTH | BWCTL_API_RAW_ERROR};
+	struct bwctl_reply reply;
+	bool from_session, removed = false;
+	bw_error err;
+	int rc;
+
+	(void)args;
+	rc = bwctl_api_need_token(ctx);
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	from_session = ctx->token_source == BWCTL_TOKEN_SESSION;
+	rc = bwctl_api_call(ctx, &call, &reply);
+	/* 401: the session was already dead on the server, which is what logging out wants. */
+	if (rc == BWCTL_EXIT_OK && reply.status != 401 && (reply.status < 200 || reply.status >= 300))
+		rc = bwctl_api_fail(ctx, &reply, true);
+	bwctl_reply_free(&reply);
+
+	/* Forget the saved session even when the server could not be told: the user asked to be out. */
+	if (from_session && bwctl_session_remove(ctx->server, &removed, &err) != BW_OK) {
+		bwctl_fail(BWCTL_EXIT_FAIL, "cannot remove the saved session: %s", err.message);
+		return rc != BWCTL_EXIT_OK ? rc : BWCTL_EXIT_FAIL;
+	}
+	if (rc != BWCTL_EXIT_OK) {
+		if (removed)
+			bwctl_warn(
+			    "the saved session was removed, but the server may still accept it until it expires");
+		return rc;
+	}
+	if (!ctx->json)
+		printf("Logged out of %s\n", ctx->server);
+	return BWCTL_EXIT_OK;
+}
+
+static void print_field(const char *label, const char *value)
+{
+	printf("%-10s%s\n", label, value);
+}
+
+int bwctl_cmd_whoami(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_reply reply;
+	char *user, *role, *auth, *expires;
+	int rc = get_json(ctx, "/api/v1/whoami", &reply);
+
+	(void)args;
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	if (!json_is_string(json_object_get(reply.json, "user"))) {
+		rc = unexpected(ctx, "no \"user\"");
+		goto out;
+	}
+	if (ctx->json) {
+		bwctl_print_json(reply.json);
+		goto out;
+	}
+	user = bwctl_cell(reply.json, "user", "-");
+	role = bwctl_cell(reply.json, "role", "-");
+	auth = bwctl_cell(reply.json, "auth", "-");
+	expires = zoned_time(reply.json, "expires_at", "never");
+	print_field("User:", user);
+	print_field("Role:", role);
+	print_field("Auth:", auth);
+	print_field("Expires:", expires);
+	print_field("Server:", ctx->server);
+	free(user);
+	free(role);
+	free(auth);
+	free(expires);
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+/* ---- health, plugins ---- */
+
+static void health_plugin_row(const json_t *p, char **cells)
+{
+	cells[0] = bwctl_cell(p, "name", "-");
+	cells[1] = bwctl_cell(p, "version", "-");
+	cells[2] = bwctl_cell(p, "state", "-");
+	cells[3] = bwctl_cell(p, "required", "-");
+	cells[4] = bwctl_cell(p, "detail", "-");
+}
+
+int bwctl_cmd_health(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"NAME", "VERSION", "STATE", "REQUIRED", "DETAIL"};
+	struct bwctl_call call = {.method = "GET", .path = "/healthz", .flags = BWCTL_API_RAW_ERROR};
+	struct bwctl_reply reply;
+	const json_t *plugins, *db, *item;
+	const char *status;
+	char *status_c;
+	size_t i;
+	int rc = bwctl_api_call(ctx, &call, &reply);
+
+	(void)args;
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	status = json_string_value(json_object_get(reply.json, "status"));
+	/* A failing server answers 503 with the same document: show it rather than an error. */
+	if (!status) {
+		rc = reply.status >= 200 && reply.status < 300 ? unexpected(ctx, "no \"status\" in /healthz")
+		                                               : bwctl_api_fail(ctx, &reply, false);
+		goto out;
+	}
+	if (ctx->json) {
+		bwctl_print_json(reply.json);
+	} else {
+		char buf[128], *version = bwctl_cell(reply.json, "version", "-");
+		const json_t *uptime = json_object_get(reply.json, "uptime_s");
+
+		status_c = clean(status);
+		print_field("Status:", status_c);
+		print_field("Version:", version);
+		free(status_c);
+		free(version);
+		if (json_is_integer(uptime)) {
+			bwctl_format_duration(json_integer_value(uptime), buf, sizeof buf);
+			print_field("Uptime:", buf);
+		}
+		db = json_object_get(reply.json, "database");
+		if (json_is_object(db)) {
+			char *dbs = bwctl_cell(db, "status", "-"), *schema = bwctl_cell(db, "schema_version", "?");
+
+			snprintf(buf, sizeof buf, "%s (schema version %s)", dbs, schema);
+			print_field("Database:", buf);
+			free(dbs);
+			free(schema);
+		}
+		plugins = json_object_get(reply.json, "plugins");
+		if (json_is_array(plugins) && json_array_size(plugins) > 0) {
+			struct bwctl_table *t = bwctl_table_new(5, headers);
+
+			json_array_foreach(plugins, i, item)
+			{
+				char *cells[5];
+
+				if (!json_is_object(item))
+					continue;
+				health_plugin_row(item, cells);
+				bwctl_table_add_owned(t, cells);
+			}
+			putchar('\n');
+			bwctl_table_print(t, stdout);
+			bwctl_table_free(t);
+		}
+	}
+	if (strcmp(status, "ok") != 0) {
+		status_c = clean(status);
+		rc = bwctl_fail(BWCTL_EXIT_FAIL, "%s is %s (HTTP %ld)", ctx->server, status_c, reply.status);
+		free(status_c);
+	}
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+static void plugin_row(const json_t *p, char **cells)
+{
+	cells[0] = bwctl_cell(p, "name", "-");
+	cells[1] = bwctl_cell(p, "version", "-");
+	cells[2] = bwctl_cell(p, "state", "-");
+	cells[3] = bwctl_cell(p, "required", "-");
+	cells[4] = bwctl_cell(p, "capabilities", "-");
+	cells[5] = bwctl_cell(p, "detail", "-");
+}
+
+int bwctl_cmd_plugins(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"NAME", "VERSION", "STATE", "REQUIRED", "CAPABILITIES", "DETAIL"};
+
+	(void)args;
+	return list_command(ctx, "/api/v1/plugins", "plugins", 6, headers, plugin_row);
+}
+
+/* ---- admins ---- */
+
+int bwctl_cmd_admins_add(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_call call = {.method = "POST", .path = "/api/v1/admins", .flags = BWCTL_API_AUTH};
+	struct bwctl_reply reply = {0};
+	const char *name = args->pos[0], *role = args->role ? args->role : "readonly";
+	char password[BWCTL_PASSWORD_MAX], *prompt, *cname;
+	json_t *body;
+	int rc;
+
+	if (!name[0])
+		return bwctl_fail(BWCTL_EXIT_USAGE, "the admin name is empty");
+	if (!valid_role(role))
+		return bwctl_fail(BWCTL_EXIT_USAGE, "unknown role '%s' (use administrator or readonly)", role);
+	/* Fail on "not logged in" before asking for a password that could not be used. */
+	rc = bwctl_api_need_token(ctx);
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	cname = clean(name);
+	prompt = bwctl_xasprintf("New password for %s: ", cname);
+	rc = get_password("BULWARK_NEW_PASSWORD", prompt, true, password, sizeof password);
+	free(prompt);
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	body = json_pack("{s:s, s:s, s:s}", "name", name, "password", password, "role", role);
+	explicit_bzero(password, sizeof password);
+	if (!body) {
+		rc = bwctl_fail(BWCTL_EXIT_FAIL, "cannot build the request (is the name valid UTF-8?)");
+		goto out;
+	}
+	call.body = body;
+	rc = bwctl_api_call(ctx, &call, &reply);
+	json_decref(body);
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	if (ctx->json) {
+		bwctl_print_json(reply.json);
+	} else {
+		char *r = bwctl_cell(reply.json, "role", role);
+
+		printf("Created admin %s (%s)\n", cname, r);
+		free(r);
+	}
+out:
+	bwctl_reply_free(&reply);
+	free(cname);
+	return rc;
+}
+
+static void admin_row(const json_t *a, char **cells)
+{
+	cells[0] = bwctl_cell(a, "name", "-");
+	cells[1] = bwctl_cell(a, "role", "-");
+	cells[2] = bwctl_cell_time(a, "created_at", "-");
+	cells[3] = bwctl_cell(a, "disabled", "no");
+}
+
+int bwctl_cmd_admins_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"NAME", "ROLE", "CREATED", "DISABLED"};
+
+	(void)args;
+	return list_command(ctx, "/api/v1/admins", "admins", 4, headers, admin_row);
+}
+
+int bwctl_cmd_admins_remove(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return delete_command(ctx, "admins", "admin name", args->pos[0], "Removed admin");
+}
+
+/* ---- tokens ---- */
+
+int bwctl_cmd_tokens_create(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_call call = {.method = "POST", .path = "/api/v1/tokens", .flags = BWCTL_API_AUTH};
+	struct bwctl_reply reply = {0};
+	const char *name = args->pos[0];
+	long long expires_in = 0;
+	json_t *body;
+	int rc;
+
+	if (!name[0])
+		return bwctl_fail(BWCTL_EXIT_USAGE, "the token name is empty");
+	if (args->role && !valid_role(args->role))
+		return bwctl_fail(BWCTL_EXIT_USAGE, "unknown role '%s' (use administrator or readonly)", args->role);
+	if (args->expires && !bwctl_parse_duration(args->expires, &expires_in))
+		return bwctl_fail(BWCTL_EXIT_USAGE,
+		                  "invalid --expires '%s': use a positive number with s, m, h, d or w (e.g. 30d, 12h, "
+		                  "90m, 3600s), at most ten years",
+		                  args->expires);
+	body = json_pack("{s:s}", "name", name);
+	if (body && args->role)
+		json_object_set_new(body, "role", json_string(args->role));
+	if (body && args->expires)
+		json_object_set_new(body, "expires_in", json_integer(expires_in));
+	if (!body)
+		return bwctl_fail(BWCTL_EXIT_FAIL, "cannot build the request (is the name valid UTF-8?)");
+	call.body = body;
+	rc = bwctl_api_call(ctx, &call, &reply);
+	json_decref(body);
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	if (!json_is_string(json_object_get(reply.json, "token"))) {
+		rc = unexpected(ctx, "no \"token\" in the new token");
+		goto out;
+	}
+	if (ctx->json) {
+		bwctl_print_json(reply.json);
+	} else {
+		char *cname = bwctl_cell(reply.json, "name", name), *id = bwctl_cell(reply.json, "id", "?");
+		char *role = bwctl_cell(reply.json, "role", "-");
+		char *expires = zoned_time(reply.json, "expires_at", "never");
+
+		printf("Created token %s (id %s, role %s, expires %s):\n", cname, id, role, expires);
+		/* The one place a token is printed: it was just created and cannot be shown again. */
+		printf("%s\n", str(reply.json, "token"));
+		free(cname);
+		free(id);
+		free(role);
+		free(expires);
+	}
+	fflush(stdout);
+	bwctl_warn("store this token now (e.g. in a password manager): it cannot be shown again");
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+static void token_row(const json_t *t, char **cells)
+{
+	cells[0] = bwctl_cell(t, "id", "-");
+	cells[1] = bwctl_cell(t, "name", "-");
+	cells[2] = bwctl_cell(t, "owner", "-");
+	cells[3] = bwctl_cell(t, "role", "-");
+	cells[4] = bwctl_cell_time(t, "created_at", "-");
+	cells[5] = bwctl_cell_time(t, "expires_at", "never");
+	cells[6] = bwctl_cell_time(t, "last_used_at", "never");
+}
+
+int bwctl_cmd_tokens_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"ID", "NAME", "OWNER", "ROLE", "CREATED", "EXPIRES", "LAST USED"};
+
+	(void)args;
+	return list_command(ctx, "/api/v1/tokens", "tokens", 7, headers, token_row);
+}
+
+int bwctl_cmd_tokens_revoke(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return delete_command(ctx, "tokens", "token id", args->pos[0], "Revoked token");
+}
+
+/* ---- db backup ---- */
+
+struct backup {
+	int fd;
+	const char *tmp;
+	unsigned char head[16];
+	size_t head_len;
+	unsigned long long total;
+};
+
+static bool backup_sink(void *arg, const char *data, size_t len, bw_error *err)
+{
+	struct backup *b = arg;
+
+	if (b->head_len < sizeof b->head) {
+		size_t n = sizeof b->head - b->head_len;
+
+		if (n > len)
+			n = len;
+		memcpy(b->head + b->head_len, data, n);
+		b->head_len += n;
+		/* Stop early rather than download something that is not a database. */
+		if (memcmp(b->head, SQLITE_MAGIC, b->head_len) != 0) {
+			bw_error_set(err, BW_E_REMOTE, "the server's answer is not an SQLite database");
+			return false;
+		}
+	}
+	while (len > 0) {
+		ssize_t n = write(b->fd, data, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			bw_error_set(err, BW_E_IO, "cannot write %s: %s", b->tmp, strerror(errno));
+			return false;
+		}
+		data += n;
+		len -= (size_t)n;
+		b->total += (unsigned long long)n;
+	}
+	return true;
+}
+
+/* Creates FILE.tmp (mode 0600) without following links; replaces a stale one of ours left behind
+ * by an interrupted backup. */
+static int open_backup_tmp(const char *tmp, int *fd)
+{
+	const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
+	struct stat st;
+
+	*fd = open(tmp, flags, 0600);
+	if (*fd < 0 && errno == EEXIST && lstat(tmp, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+	    unlink(tmp) == 0)
+		*fd = open(tmp, flags, 0600);
+	if (*fd < 0 && errno == EEXIST)
+		return bwctl_fail(BWCTL_EXIT_FAIL,
+		                  "cannot create %s: it already exists and is not a file of yours; remove it", tmp);
+	if (*fd < 0)
+		return bwctl_fail(BWCTL_EXIT_FAIL, "cannot create %s: %s", tmp, strerror(errno));
+	return BWCTL_EXIT_OK;
+}
+
+static void sync_parent_dir(const char *file)
+{
+	char *dir = bwctl_xstrdup(file), *slash = strrchr(dir, '/');
+	int fd;
+
+	if (slash == dir)
+		slash[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		strcpy(dir, ".");
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+	free(dir);
+}
+
+int bwctl_cmd_db_backup(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct backup b = {.fd = -1};
+	struct bwctl_call call = {
+	    .method = "GET",
+	    .path = "/api/v1/db/backup",
+	    .flags = BWCTL_API_AUTH,
+	    .accept = "application/vnd.sqlite3, application/json;q=0.5",
+	    .long_transfer = true,
+	    .sink = backup_sink,
+	    .sink_arg = &b,
+	};
+	struct bwctl_reply reply = {0};
+	const char *file = args->pos[0];
+	char *tmp = NULL, *cfile = NULL;
+	bool keep_tmp = false;
+	int rc;
+
+	if (!file[0])
+		return bwctl_fail(BWCTL_EXIT_USAGE, "the backup file name is empty");
+	rc = bwctl_api_need_token(ctx);
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	tmp = bwctl_xasprintf("%s.tmp", file);
+	b.tmp = tmp;
+	rc = open_backup_tmp(tmp, &b.fd);
+	if (rc != BWCTL_EXIT_OK) {
+		keep_tmp = true; /* not ours */
+		goto out;
+	}
+	rc = bwctl_api_call(ctx, &call, &reply);
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	if (b.head_len < sizeof b.head || memcmp(b.head, SQLITE_MAGIC, sizeof b.head) != 0) {
+		rc = bwctl_fail(BWCTL_EXIT_FAIL, "the server's answer is not an SQLite database (%llu bytes)", b.total);
+		goto out;
+	}
+	if (fsync(b.fd) != 0 || close(b.fd) != 0) {
+		b.fd = -1;
+		rc = bwctl_fail(BWCTL_EXIT_FAIL, "cannot write %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	b.fd = -1;
+	if (rename(tmp, file) != 0) {
+		rc = bwctl_fail(BWCTL_EXIT_FAIL, "cannot rename %s to %s: %s", tmp, file, strerror(errno));
+		goto out;
+	}
+	keep_tmp = true; /* it is the backup now */
+	sync_parent_dir(file);
+	if (ctx->json) {
+		json_t *o = json_pack("{s:s, s:I}", "file", file, "size", (json_int_t)b.total);
+
+		if (o)
+			bwctl_print_json(o);
+		json_decref(o);
+	} else {
+		cfile = clean(file);
+		printf("Saved the database backup to %s (%llu bytes)\n", cfile, b.total);
+	}
+out:
+	if (b.fd >= 0)
+		close(b.fd);
+	if (!keep_tmp)
+		unlink(tmp);
+	bwctl_reply_free(&reply);
+	free(cfile);
+	free(tmp);
+	return rc;
+}
+
+/* ---- audit ---- */
+
+static void audit_row(const json_t *e, char **cells)
+{
+	cells[0] = bwctl_cell(e, "id", "-");
+	cells[1] = bwctl_cell_time(e, "at", "-");
+	cells[2] = bwctl_cell(e, "actor", "-");
+	cells[3] = bwctl_cell(e, "address", "-");
+	cells[4] = bwctl_cell(e, "action", "-");
+	cells[5] = bwctl_cell(e, "target", "-");
+	cells[6] = bwctl_cell(e, "outcome", "-");
+	cells[7] = bwctl_cell(e, "detail", "-");
+}
+
+int bwctl_cmd_audit(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"ID",     "TIME",   "ACTOR",   "ADDRESS",
+	                                      "ACTION", "TARGET", "OUTCOME", "DETAIL"};
+	char path[64] = "/api/v1/audit";
+
+	if (args->limit) {
+		char *end;
+		long n;
+
+		errno = 0;
+		n = strtol(args->limit, &end, 10);
+		if (errno || end == args->limit || *end || args->limit[0] < '0' || args->limit[0] > '9' || n < 1 ||
+		    n > MAX_AUDIT_LIMIT)
+			return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --limit '%s': use a number from 1 to %d",
+			                  args->limit, MAX_AUDIT_LIMIT);
+		snprintf(path, sizeof path, "/api/v1/audit?limit=%ld", n);
+	}
+	return list_command(ctx, path, "entries", 8, headers, audit_row);
+}

@@ -1,0 +1,27 @@
+/* commands.h: the bulwarkctl commands. Each takes the resolved context and its parsed arguments,
+ * prints its result on stdout (table, text or --json) and returns the process exit status. */
+#ifndef BWCTL_COMMANDS_H
+#define BWCTL_COMMANDS_H
+
+#include "bwctl.h"
+
+typedef int (*bwctl_command_fn)(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+
+int bwctl_cmd_login(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_logout(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_whoami(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_health(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_plugins(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_admins_add(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_admins_list(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_admins_remove(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_tokens_create(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_tokens_list(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_tokens_revoke(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_db_backup(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_audit(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+
+/* "30d", "12h", "90m", "3600s" or plain seconds; at most ten years. */
+bool bwctl_parse_duration(const char *s, long long *seconds);
+
+#endif

@@ -1,0 +1,437 @@
+/* main.c: bulwarkctl's entry point: parses the command line (global options may come before or
+ * after the command), resolves server, CA and token from options, environment and defaults, and
+ * dispatches to commands.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "api.h"
+#include "bwctl.h"
+#include "commands.h"
+#include "http.h"
+
+/* Options; the command ones are allowed only where a command's mask says so. */
+enum {
+	OPT_USER = 1u << 0,
+	OPT_ROLE = 1u << 1,
+	OPT_EXPIRES = 1u << 2,
+	OPT_LIMIT = 1u << 3,
+	OPT_SERVER = 1u << 4,
+	OPT_CA = 1u << 5,
+	OPT_TOKEN = 1u << 6,
+	OPT_JSON = 1u << 7,
+	OPT_HELP = 1u << 8,
+	OPT_VERSION = 1u << 9,
+};
+
+static const struct option_def {
+	const char *name;
+	unsigned id;
+	bool has_value;
+} option_defs[] = {
+    {"server", OPT_SERVER, true}, {"ca", OPT_CA, true},      {"token", OPT_TOKEN, true},
+    {"json", OPT_JSON, false},    {"help", OPT_HELP, false}, {"version", OPT_VERSION, false},
+    {"user", OPT_USER, true},     {"role", OPT_ROLE, true},  {"expires", OPT_EXPIRES, true},
+    {"limit", OPT_LIMIT, true},
+};
+
+static const struct command {
+	const char *group; /* first word */
+	const char *name;  /* second word, or NULL */
+	int min_pos, max_pos;
+	unsigned options;
+	bwctl_command_fn run;
+	const char *synopsis;
+} commands[] = {
+    {"login", NULL, 0, 0, OPT_USER, bwctl_cmd_login, "login --user NAME"},
+    {"logout", NULL, 0, 0, 0, bwctl_cmd_logout, "logout"},
+    {"whoami", NULL, 0, 0, 0, bwctl_cmd_whoami, "whoami"},
+    {"health", NULL, 0, 0, 0, bwctl_cmd_health, "health"},
+    {"plugins", NULL, 0, 0, 0, bwctl_cmd_plugins, "plugins"},
+    {"admins", "add", 1, 1, OPT_ROLE, bwctl_cmd_admins_add, "admins add NAME [--role administrator|readonly]"},
+    {"admins", "list", 0, 0, 0, bwctl_cmd_admins_list, "admins list"},
+    {"admins", "remove", 1, 1, 0, bwctl_cmd_admins_remove, "admins remove NAME"},
+    {"tokens", "create", 1, 1, OPT_ROLE | OPT_EXPIRES, bwctl_cmd_tokens_create,
+     "tokens create NAME [--role administrator|readonly] [--expires DURATION]"},
+    {"tokens", "list", 0, 0, 0, bwctl_cmd_tokens_list, "tokens list"},
+    {"tokens", "revoke", 1, 1, 0, bwctl_cmd_tokens_revoke, "tokens revoke ID"},
+    {"db", "backup", 1, 1, 0, bwctl_cmd_db_backup, "db backup FILE"},
+    {"audit", NULL, 0, 0, OPT_LIMIT, bwctl_cmd_audit, "audit [--limit N]"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+#define MAX_WORDS (BWCTL_MAX_POS + 2)
+
+struct cmdline {
+	const char *words[MAX_WORDS];
+	int nwords;
+	unsigned seen; /* OPT_* given */
+	const char *server, *ca, *token;
+	struct bwctl_args args;
+};
+
+static const char usage_head[] =
+    "Usage: bulwarkctl [--server URL] [--ca FILE] [--token TOKEN] [--json] COMMAND [ARGS]\n";
+
+static void print_help(void)
+{
+	fputs(usage_head, stdout);
+	fputs("\nAdministers a Bulwark server through its admin REST API.\n\nCommands:\n", stdout);
+	fputs("  login --user NAME             log in (password from BULWARK_PASSWORD or a prompt); saves the session\n"
+	      "  logout                        end the session and forget it\n"
+	      "  whoami                        show who the token belongs to\n"
+	      "  health                        show the server's health (exit 1 unless it is ok)\n"
+	      "  plugins                       list the plugins and their state\n"
+	      "  admins list                   list administrators\n"
+	      "  admins add NAME [--role R]    add an administrator; R is administrator or readonly (default);\n"
+	      "                                password from BULWARK_NEW_PASSWORD or a prompt\n"
+	      "  admins remove NAME            remove an administrator\n"
+	      "  tokens list                   list API tokens\n"
+	      "  tokens create NAME [--role R] [--expires DURATION]\n"
+	      "                                create an API token (DURATION like 30d, 12h, 90m, 3600s);\n"
+	      "                                the token is printed once\n"
+	      "  tokens revoke ID              revoke an API token\n"
+	      "  db backup FILE                download a copy of the database to FILE\n"
+	      "  audit [--limit N]             show the latest audit log entries\n"
+	      "  help                          show this help\n",
+	      stdout);
+	fputs("\nOptions (before or after the command):\n"
+	      "  --server URL    server admin URL (env BULWARK_SERVER; default " BWCTL_DEFAULT_SERVER ")\n"
+	      "  --ca FILE       CA certificate(s) to verify the server (env BULWARK_CA; default var/tls/ca.pem\n"
+	      "                  when present, else the system trust store)\n"
+	      "  --token TOKEN   API or session token (env BULWARK_TOKEN; default the saved session)\n"
+	      "  --json          print the server's JSON instead of tables\n"
+	      "  --version       print the version\n"
+	      "  -h, --help      show this help\n",
+	      stdout);
+	fputs("\nExit status: 0 ok, 1 failed or refused, 2 usage error, 3 cannot reach the server or TLS failed,\n"
+	      "4 not logged in.\n",
+	      stdout);
+}
+
+/* Prints the message, then the usage of the command (or the general one). */
+static int usage_error(const struct command *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const struct command *cmd, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	bwctl_fail(BWCTL_EXIT_USAGE, "%s", msg);
+	if (cmd)
+		fprintf(stderr, "Usage: bulwarkctl %s\n", cmd->synopsis);
+	else
+		fputs(usage_head, stderr);
+	fputs("Run 'bulwarkctl help' for the commands and options.\n", stderr);
+	return BWCTL_EXIT_USAGE;
+}
+
+static const struct option_def *find_option(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof option_defs / sizeof option_defs[0]; i++)
+		if (strlen(option_defs[i].name) == len && strncmp(option_defs[i].name, name, len) == 0)
+			return &option_defs[i];
+	return NULL;
+}
+
+static void store_option(struct cmdline *cl, unsigned id, const char *value)
+{
+	cl->seen |= id;
+	switch (id) {
+	case OPT_SERVER:
+		cl->server = value;
+		break;
+	case OPT_CA:
+		cl->ca = value;
+		break;
+	case OPT_TOKEN:
+		cl->token = value;
+		break;
+	case OPT_USER:
+		cl->args.user = value;
+		break;
+	case OPT_ROLE:
+		cl->args.role = value;
+		break;
+	case OPT_EXPIRES:
+		cl->args.expires = value;
+		break;
+	case OPT_LIMIT:
+		cl->args.limit = value;
+		break;
+	default:
+		break;
+	}
+}
+
+/* Splits argv into words and options; returns BWCTL_EXIT_OK or a usage error (already printed). */
+static int parse_cmdline(int argc, char **argv, struct cmdline *cl)
+{
+	bool only_words = false;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!only_words && strcmp(a, "--") == 0) {
+			only_words = true;
+		} else if (!only_words && (strcmp(a, "-h") == 0)) {
+			cl->seen |= OPT_HELP;
+		} else if (!only_words && strncmp(a, "--", 2) == 0) {
+			const char *name = a + 2, *eq = strchr(name, '=');
+			const struct option_def *o = find_option(name, eq ? (size_t)(eq - name) : strlen(name));
+			const char *value = NULL;
+
+			if (!o)
+				return usage_error(NULL, "unknown option '%s'", a);
+			if (!o->has_value && eq)
+				return usage_error(NULL, "option --%s takes no value", o->name);
+			if (o->has_value) {
+				if (eq)
+					value = eq + 1;
+				else if (i + 1 < argc)
+					value = argv[++i];
+				else
+					return usage_error(NULL, "option --%s needs a value", o->name);
+				if (!value[0])
+					return usage_error(NULL, "option --%s needs a non-empty value", o->name);
+			}
+			store_option(cl, o->id, value);
+		} else if (!only_words && a[0] == '-' && a[1] != '\0') {
+			return usage_error(NULL, "unknown option '%s'", a);
+		} else {
+			if (cl->nwords == MAX_WORDS)
+				return usage_error(NULL, "too many arguments (from '%s')", a);
+			cl->words[cl->nwords++] = a;
+		}
+	}
+	return BWCTL_EXIT_OK;
+}
+
+/* Finds the command named by the first words; on failure prints why and returns NULL. */
+static const struct command *find_command(const struct cmdline *cl, int *consumed)
+{
+	const char *group = cl->words[0];
+	bool group_known = false;
+
+	for (size_t i = 0; i < NCOMMANDS; i++) {
+		if (strcmp(commands[i].group, group) != 0)
+			continue;
+		group_known = true;
+		if (!commands[i].name) {
+			*consumed = 1;
+			return &commands[i];
+		}
+		if (cl->nwords > 1 && strcmp(commands[i].name, cl->words[1]) == 0) {
+			*consumed = 2;
+			return &commands[i];
+		}
+	}
+	if (!group_known) {
+		usage_error(NULL, "unknown command '%s'", group);
+	} else {
+		char subs[128] = "";
+
+		for (size_t i = 0; i < NCOMMANDS; i++) {
+			if (strcmp(commands[i].group, group) != 0)
+				continue;
+			if (subs[0])
+				strncat(subs, ", ", sizeof subs - strlen(subs) - 1);
+			strncat(subs, commands[i].name, sizeof subs - strlen(subs) - 1);
+		}
+		if (cl->nwords > 1)
+			usage_error(NULL, "unknown command '%s %s' (use %s)", group, cl->words[1], subs);
+		else
+			usage_error(NULL, "'%s' needs a subcommand: %s", group, subs);
+	}
+	return NULL;
+}
+
+/* The base URL without trailing slashes; NULL when it is not a usable https:// URL. */
+static char *normalize_server(const char *url)
+{
+	size_t len = strlen(url);
+	char *s;
+
+	if (len > 1024 || strncasecmp(url, "https://", 8) != 0 || len == 8 || url[8] == '/')
+		return NULL;
+	for (const char *p = url; *p; p++)
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f || *p == '?' || *p == '#')
+			return NULL;
+	s = bwctl_xstrdup(url);
+	while (len > 8 && s[len - 1] == '/')
+		s[--len] = '\0';
+	return s;
+}
+
+static bool is_file(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* var/tls/ca.pem in the current directory, else next to a checkout's build/bin/bulwarkctl. */
+static char *default_ca(void)
+{
+	char exe[PATH_MAX], *path;
+	ssize_t n;
+
+	if (is_file("var/tls/ca.pem"))
+		return bwctl_xstrdup("var/tls/ca.pem");
+	n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n <= 0)
+		return NULL;
+	exe[n] = '\0';
+	path = bwctl_xasprintf("%s/../../var/tls/ca.pem", dirname(exe));
+	if (is_file(path))
+		return path;
+	free(path);
+	return NULL;
+}
+
+static const char *env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && v[0] ? v : NULL;
+}
+
+/* Fills ctx from options, environment and defaults. */
+static int setup_context(const struct cmdline *cl, const struct command *cmd, struct bwctl_ctx *ctx)
+{
+	const char *server = cl->server ? cl->server : env("BULWARK_SERVER");
+	const char *ca = cl->ca ? cl->ca : env("BULWARK_CA");
+	const char *token = cl->token ? cl->token : env("BULWARK_TOKEN");
+	int fd;
+
+	ctx->json = cl->seen & OPT_JSON;
+	ctx->server = normalize_server(server ? server : BWCTL_DEFAULT_SERVER);
+	if (!ctx->server)
+		return usage_error(cmd, "the server must be an https:// URL without query or fragment, not '%s'%s",
+		                   server, cl->server ? "" : " (from BULWARK_SERVER)");
+	if (ca) {
+		fd = open(ca, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return bwctl_fail(BWCTL_EXIT_UNREACHABLE, "cannot read the CA file %s: %s", ca,
+			                  strerror(errno));
+		close(fd);
+		ctx->ca_file = bwctl_xstrdup(ca);
+	} else {
+		ctx->ca_file = default_ca();
+	}
+	if (token) {
+		if (!bwctl_token_ok(token))
+			return usage_error(cmd,
+			                   "the token in %s is malformed (expected printable characters, no spaces)",
+			                   cl->token ? "--token" : "BULWARK_TOKEN");
+		ctx->token = bwctl_xstrdup(token);
+		ctx->token_source = cl->token ? BWCTL_TOKEN_OPTION : BWCTL_TOKEN_ENV;
+		ctx->token_resolved = true;
+	}
+	return BWCTL_EXIT_OK;
+}
+
+/* The name of operand `index` (counting command words) in the synopsis, e.g. "NAME". */
+static const char *operand_name(const struct command *cmd, int index)
+{
+	static char word[32];
+	const char *p = cmd->synopsis;
+	size_t n;
+
+	for (int i = 0; i < index && p; i++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (!p)
+		return "argument";
+	n = strcspn(p, " ");
+	if (n == 0 || n >= sizeof word)
+		return "argument";
+	memcpy(word, p, n);
+	word[n] = '\0';
+	return word;
+}
+
+static int run(int argc, char **argv)
+{
+	struct cmdline cl;
+	struct bwctl_ctx ctx;
+	const struct command *cmd;
+	unsigned bad;
+	int consumed = 0, rc;
+	bw_error err;
+
+	memset(&cl, 0, sizeof cl);
+	memset(&ctx, 0, sizeof ctx);
+	rc = parse_cmdline(argc, argv, &cl);
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	if ((cl.seen & OPT_HELP) || (cl.nwords > 0 && strcmp(cl.words[0], "help") == 0)) {
+		print_help();
+		return BWCTL_EXIT_OK;
+	}
+	if (cl.seen & OPT_VERSION) {
+		printf("bulwarkctl %s\n", BWCTL_VERSION);
+		return BWCTL_EXIT_OK;
+	}
+	if (cl.nwords == 0)
+		return usage_error(NULL, "no command given");
+	cmd = find_command(&cl, &consumed);
+	if (!cmd)
+		return BWCTL_EXIT_USAGE;
+
+	bad = cl.seen & (OPT_USER | OPT_ROLE | OPT_EXPIRES | OPT_LIMIT) & ~cmd->options;
+	for (size_t i = 0; bad && i < sizeof option_defs / sizeof option_defs[0]; i++)
+		if (bad & option_defs[i].id)
+			return usage_error(cmd, "option --%s does not apply to '%s%s%s'", option_defs[i].name,
+			                   cmd->group, cmd->name ? " " : "", cmd->name ? cmd->name : "");
+	if (cl.nwords - consumed < cmd->min_pos)
+		return usage_error(cmd, "missing %s", operand_name(cmd, cl.nwords));
+	if (cl.nwords - consumed > cmd->max_pos)
+		return usage_error(cmd, "unexpected argument '%s'", cl.words[consumed + cmd->max_pos]);
+	for (int i = consumed; i < cl.nwords; i++)
+		cl.args.pos[cl.args.npos++] = cl.words[i];
+
+	rc = setup_context(&cl, cmd, &ctx);
+	if (rc == BWCTL_EXIT_OK && bwctl_http_global_init(&err) != BW_OK)
+		rc = bwctl_fail(BWCTL_EXIT_FAIL, "%s", err.message);
+	if (rc == BWCTL_EXIT_OK) {
+		rc = cmd->run(&ctx, &cl.args);
+		bwctl_http_global_cleanup();
+		if (rc == BWCTL_EXIT_USAGE)
+			fprintf(stderr, "Usage: bulwarkctl %s\nRun 'bulwarkctl help' for the commands and options.\n",
+			        cmd->synopsis);
+	}
+	free(ctx.server);
+	free(ctx.ca_file);
+	bwctl_secure_free(ctx.token);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	int rc;
+
+	/* Request bodies and answers hold passwords and tokens: wipe jansson's memory when freed. */
+	json_set_alloc_funcs(malloc, bwctl_secure_free);
+	rc = run(argc, argv);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "bulwarkctl: cannot write the output: %s\n", strerror(errno));
+		if (rc == BWCTL_EXIT_OK)
+			rc = BWCTL_EXIT_FAIL;
+	}
+	return rc;
+}
