@@ -33,12 +33,10 @@ static const struct bw_config_field server_fields[] = {
     BW_FIELD_END};
 
 static const struct bw_config_field listen_fields[] = {
-    F(BW_FIELD_STRINGS, "agent", NULL, listen_t, agent,
-      "Agent listener addresses (\"host:port\", \"[v6]:port\"); default { \"0.0.0.0:8443\", \"[::]:8443\" }.", 0, 0,
-      0),
-    F(BW_FIELD_STRINGS, "admin", NULL, listen_t, admin,
-      "Admin listener addresses (REST API, /healthz, /metrics); default { \"127.0.0.1:8444\", \"[::1]:8444\" }.",
-      0, 0, 0),
+    F(BW_FIELD_STRINGS, "agent", "{\"0.0.0.0:8443\", \"[::]:8443\"}", listen_t, agent,
+      "Agent listener addresses: \"host:port\" or \"[v6]:port\".", 0, 0, 0),
+    F(BW_FIELD_STRINGS, "admin", "{\"127.0.0.1:8444\", \"[::1]:8444\"}", listen_t, admin,
+      "Admin listener addresses (REST API, /healthz, /metrics); keep them private.", 0, 0, 0),
     BW_FIELD_END};
 
 static const struct bw_config_field tls_fields[] = {
@@ -111,17 +109,6 @@ bool bw_settings_is_host_section(const char *name)
 	return false;
 }
 
-static int set_strings(struct bw_strings *l, const char *a, const char *b)
-{
-	l->items = calloc(2, sizeof(char *));
-	if (!l->items)
-		return BW_E_NOMEM;
-	l->items[0] = strdup(a);
-	l->items[1] = strdup(b);
-	l->count = 2;
-	return (l->items[0] && l->items[1]) ? BW_OK : BW_E_NOMEM;
-}
-
 static char *under(const char *dir, const char *name)
 {
 	char *p = NULL;
@@ -144,10 +131,9 @@ int bw_settings_load(const bw_config *cfg, struct bw_settings *s, bw_error *err)
 	if (strcmp(s->log.format, "text") != 0 && strcmp(s->log.format, "json") != 0)
 		return bw_error_set(err, BW_E_CONFIG, "%s: log.format: expected text or json, got '%s'",
 		                    bw_config_path(cfg), s->log.format);
-	if (s->listen.agent.count == 0 && set_strings(&s->listen.agent, "0.0.0.0:8443", "[::]:8443") != BW_OK)
-		return bw_error_set(err, BW_E_NOMEM, "out of memory");
-	if (s->listen.admin.count == 0 && set_strings(&s->listen.admin, "127.0.0.1:8444", "[::1]:8444") != BW_OK)
-		return bw_error_set(err, BW_E_NOMEM, "out of memory");
+	if (s->listen.agent.count == 0 || s->listen.admin.count == 0)
+		return bw_error_set(err, BW_E_CONFIG, "%s: listen: the agent and admin listeners need at least one address each",
+		                    bw_config_path(cfg));
 	const char *v = s->server.var_dir;
 	if (!s->tls.certificate)
 		s->tls.certificate = under(v, "tls/server.pem");
