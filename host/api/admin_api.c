@@ -131,8 +131,8 @@ static void get_metrics_maybe_auth(struct bw_http_req *req, void *arg)
 		struct bw_token_info ti;
 		char hash[65];
 		if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0 || strlen(hdr + 7) > 256 ||
-		    (bw_token_hash(hdr + 7, hash), bw_store_token_find(req->host->store, hash, time(NULL), &ti, NULL)) !=
-		        BW_OK) {
+		    (bw_token_hash(hdr + 7, hash),
+		     bw_store_token_find(req->host->store, hash, time(NULL), &ti, NULL)) != BW_OK) {
 			bw_req_reply_error(req, 401, "unauthorized", "a valid token is required for /metrics");
 			return;
 		}
@@ -227,7 +227,9 @@ static void login_done(void *arg)
 		bw_auth_failure(h->auth, &lim, j->user, req->peer, now_ms());
 		bw_metric_add(h->m.login_failures, NULL, 1);
 		audit(req, j->user, "login", j->user, "failure",
-		      !j->found ? "unknown account" : j->disabled ? "account disabled" : "wrong password");
+		      !j->found     ? "unknown account"
+		      : j->disabled ? "account disabled"
+		                    : "wrong password");
 		bw_req_reply_error(req, 401, "bad_credentials", "wrong user name or password");
 		goto out;
 	}
@@ -322,7 +324,8 @@ static void delete_session(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	if (strcmp(req->auth_kind, "session") != 0) {
-		bw_req_reply_error(req, 400, "bad_request", "this is an API token; revoke it with DELETE /api/v1/tokens/{id}");
+		bw_req_reply_error(req, 400, "bad_request",
+		                   "this is an API token; revoke it with DELETE /api/v1/tokens/{id}");
 		return;
 	}
 	bw_error err = {0};
@@ -338,8 +341,8 @@ static void get_whoami(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_req_reply_json(req, 200,
-	                  json_pack("{s:s, s:s, s:s, s:o}", "user", req->principal, "role", bw_role_name(req->role), "auth",
-	                            req->auth_kind, "expires_at", time_json(req->token_expires_at)));
+	                  json_pack("{s:s, s:s, s:s, s:o}", "user", req->principal, "role", bw_role_name(req->role),
+	                            "auth", req->auth_kind, "expires_at", time_json(req->token_expires_at)));
 }
 
 static void get_plugins(struct bw_http_req *req, void *arg)
@@ -549,8 +552,8 @@ static void post_tokens(struct bw_http_req *req, void *arg)
 	}
 	audit(req, req->principal, "token.create", id, "success", tname);
 	bw_req_reply_json(req, 201,
-	                  json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", id, "name", tname, "role", bw_role_name(r), "token",
-	                            token, "expires_at", time_json(expires)));
+	                  json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", id, "name", tname, "role", bw_role_name(r),
+	                            "token", token, "expires_at", time_json(expires)));
 	OPENSSL_cleanse(token, sizeof token);
 }
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKETS 1024
+#define BUCKETS     1024
 #define MAX_ENTRIES 100000
 
 struct entry {

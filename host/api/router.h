@@ -47,8 +47,7 @@ void bw_router_dispatch(struct evhttp_request *ev, void *router);
 /* Answers and frees the request. `body` is stolen. */
 void bw_req_reply_json(struct bw_http_req *req, int status, json_t *body);
 void bw_req_reply_error(struct bw_http_req *req, int status, const char *code, const char *message);
-void bw_req_reply_bytes(struct bw_http_req *req, int status, const char *content_type, const void *data,
-                        size_t len);
+void bw_req_reply_bytes(struct bw_http_req *req, int status, const char *content_type, const void *data, size_t len);
 /* Answers with a file's contents (sent from the kernel page cache); takes the fd. */
 void bw_req_reply_file(struct bw_http_req *req, int status, const char *content_type, int fd, off_t size);
 /* Maps a bw_error to a status and envelope (invalid->400, notfound->404, exists->409, ...). */

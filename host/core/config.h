@@ -48,8 +48,8 @@ bool bw_config_has_section(const bw_config *cfg, const char *name);
  * when the section is absent). Errors, BW_E_CONFIG, "file:line: section.key: reason":
  * unknown key, wrong type, missing required setting, out of bounds, bad duration. On error
  * the instance is left with whatever was filled; call bw_config_fields_free anyway. */
-int bw_config_apply(const bw_config *cfg, const char *section, const struct bw_config_field *fields,
-                    void *instance, bw_error *err);
+int bw_config_apply(const bw_config *cfg, const char *section, const struct bw_config_field *fields, void *instance,
+                    bw_error *err);
 /* Frees the strings and lists that bw_config_apply stored in `instance`. */
 void bw_config_fields_free(const struct bw_config_field *fields, void *instance);
 

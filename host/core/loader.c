@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_PLUGINS 64
-#define MAX_CAPS 128
+#define MAX_PLUGINS  64
+#define MAX_CAPS     128
 #define MAX_INSTANCE (1u << 20)
 
 /* The v1 descriptor ends with fini; anything smaller cannot be a v1 descriptor. */
@@ -51,9 +51,9 @@ static int check_owner_mode(const char *what, const char *path, const struct sta
 		                    "refusing plugin %s %s: owned by uid %u, not by root or the service user (uid %u)",
 		                    what, path, (unsigned)st->st_uid, (unsigned)geteuid());
 	if (st->st_mode & (S_IWGRP | S_IWOTH))
-		return bw_error_set(err, BW_E_DENIED,
-		                    "refusing plugin %s %s: writable by %s (mode %04o); run chmod go-w on it", what,
-		                    path, (st->st_mode & S_IWOTH) ? "others" : "group", (unsigned)(st->st_mode & 07777));
+		return bw_error_set(
+		    err, BW_E_DENIED, "refusing plugin %s %s: writable by %s (mode %04o); run chmod go-w on it", what,
+		    path, (st->st_mode & S_IWOTH) ? "others" : "group", (unsigned)(st->st_mode & 07777));
 	return BW_OK;
 }
 
@@ -65,8 +65,7 @@ static void ltdl_init_once(void)
 	lt_dlsetsearchpath("");
 }
 
-int bw_plugin_open(const char *dir, const char *name, lt_dlhandle *handle, const struct bw_plugin **desc,
-                   bw_error *err)
+int bw_plugin_open(const char *dir, const char *name, lt_dlhandle *handle, const struct bw_plugin **desc, bw_error *err)
 {
 	*handle = NULL;
 	*desc = NULL;
@@ -89,8 +88,8 @@ int bw_plugin_open(const char *dir, const char *name, lt_dlhandle *handle, const
 		return bw_error_set(err, BW_E_NOTFOUND, "plugin %s: %s (is '%s' built and in the plugin directory?)",
 		                    path, strerror(errno), name);
 	if (!S_ISREG(st.st_mode))
-		return bw_error_set(err, BW_E_DENIED, "refusing plugin %s: not a regular file (symbolic links are refused)",
-		                    path);
+		return bw_error_set(err, BW_E_DENIED,
+		                    "refusing plugin %s: not a regular file (symbolic links are refused)", path);
 	if ((rc = check_owner_mode("file", path, &st, err)) != BW_OK)
 		return rc;
 
@@ -127,15 +126,16 @@ int bw_plugin_open(const char *dir, const char *name, lt_dlhandle *handle, const
 		unsigned ma = d->abi_major, mi = d->abi_minor;
 		lt_dlclose(h);
 		return bw_error_set(err, BW_E_ABI,
-		                    "plugin %s needs plugin ABI %u.%u, newer than this host's %d.%d; upgrade Bulwark", path,
-		                    ma, mi, BW_ABI_MAJOR, BW_ABI_MINOR);
+		                    "plugin %s needs plugin ABI %u.%u, newer than this host's %d.%d; upgrade Bulwark",
+		                    path, ma, mi, BW_ABI_MAJOR, BW_ABI_MINOR);
 	}
 	if (!d->name || strcmp(d->name, name) != 0 || !d->init || d->instance_size > MAX_INSTANCE) {
 		lt_dlclose(h);
-		return bw_error_set(err, BW_E_ABI,
-		                    "plugin %s: invalid descriptor (name must be '%s', init is required, instance at most "
-		                    "%u bytes)",
-		                    path, name, MAX_INSTANCE);
+		return bw_error_set(
+		    err, BW_E_ABI,
+		    "plugin %s: invalid descriptor (name must be '%s', init is required, instance at most "
+		    "%u bytes)",
+		    path, name, MAX_INSTANCE);
 	}
 	*handle = h;
 	*desc = d;
@@ -203,8 +203,8 @@ int bw_plugins_load(bw_plugins *ps, const bw_config *cfg, const char *dir, bw_er
 			continue;
 		}
 		c->state = BW_PS_LOADED;
-		bw_log_info("loader", "loaded plugin %s %s (ABI %u.%u)", c->name, c->desc->version ? c->desc->version : "",
-		            c->desc->abi_major, c->desc->abi_minor);
+		bw_log_info("loader", "loaded plugin %s %s (ABI %u.%u)", c->name,
+		            c->desc->version ? c->desc->version : "", c->desc->abi_major, c->desc->abi_minor);
 	}
 	return BW_OK;
 }

@@ -196,7 +196,8 @@ static void on_sigterm(evutil_socket_t sig, short what, void *arg)
 static struct bw_http_limits limits_of(const struct bw_settings *s)
 {
 	struct bw_http_limits l = {(size_t)s->limits.max_header_bytes, (size_t)s->limits.max_body_bytes,
-	                           (size_t)s->limits.max_connections, (int)((s->limits.request_timeout_ms + 999) / 1000)};
+	                           (size_t)s->limits.max_connections,
+	                           (int)((s->limits.request_timeout_ms + 999) / 1000)};
 	return l;
 }
 
@@ -229,8 +230,12 @@ static bool field_differs(const struct bw_config_field *f, const void *a, const 
 		return *(const int64_t *)pa != *(const int64_t *)pb;
 	case BW_FIELD_BOOL:
 		return *(const bool *)pa != *(const bool *)pb;
-	case BW_FIELD_DOUBLE:
-		return *(const double *)pa != *(const double *)pb;
+	case BW_FIELD_DOUBLE: {
+		double da, db;
+		memcpy(&da, pa, sizeof da);
+		memcpy(&db, pb, sizeof db);
+		return da != db;
+	}
 	case BW_FIELD_STRINGS:
 		return !strings_equal((const struct bw_strings *)pa, (const struct bw_strings *)pb);
 	default:
@@ -281,7 +286,8 @@ static void reload(struct bw_host *h)
 	 * plugin settings. */
 	const struct bw_settings_section *sec;
 	for (sec = bw_settings_sections; sec->name; sec++) {
-		if (strcmp(sec->name, "log") == 0 || strcmp(sec->name, "limits") == 0 || strcmp(sec->name, "admin") == 0)
+		if (strcmp(sec->name, "log") == 0 || strcmp(sec->name, "limits") == 0 ||
+		    strcmp(sec->name, "admin") == 0)
 			continue;
 		report_restart_needed(sec->name, sec->fields, (const char *)&h->settings + sec->offset,
 		                      (const char *)&s + sec->offset);
@@ -301,8 +307,8 @@ static void reload(struct bw_host *h)
 		if (tmp && bw_config_apply(cfg, c->name, c->desc->fields, tmp, &perr) == BW_OK)
 			report_restart_needed(c->name, c->desc->fields, c->instance, tmp);
 		else if (tmp)
-			bw_log_warn("reload", "settings of plugin %s are invalid (%s); they would refuse a restart", c->name,
-			            perr.message);
+			bw_log_warn("reload", "settings of plugin %s are invalid (%s); they would refuse a restart",
+			            c->name, perr.message);
 		if (tmp)
 			bw_config_fields_free(c->desc->fields, tmp);
 		free(tmp);
@@ -456,8 +462,8 @@ static void create_host_metrics(struct bw_host *h)
 	                                   "Jobs submitted to the work queue and not completed.", NULL, NULL, 0, NULL);
 	h->m.plugins_failed = bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_plugins_failed",
 	                                    "Enabled plugins that failed to load, init or start.", NULL, NULL, 0, NULL);
-	h->m.uptime = bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_uptime_seconds", "Seconds since start.", NULL, NULL,
-	                            0, NULL);
+	h->m.uptime =
+	    bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_uptime_seconds", "Seconds since start.", NULL, NULL, 0, NULL);
 }
 
 static void agent_healthz(struct bw_http_req *req, void *arg)
@@ -476,7 +482,8 @@ static int run(const char *config_path)
 	int rc = BW_OK;
 	h->started_at = time(NULL);
 
-	if (!(h->cfg = bw_config_load(config_path, &err)) || (rc = bw_settings_load(h->cfg, &h->settings, &err)) != BW_OK)
+	if (!(h->cfg = bw_config_load(config_path, &err)) ||
+	    (rc = bw_settings_load(h->cfg, &h->settings, &err)) != BW_OK)
 		goto fail;
 	bw_log_configure(bw_log_level_parse(h->settings.log.level), strcmp(h->settings.log.format, "json") == 0);
 	bw_log_info("host", "bulwarkd %s starting with %s", BW_VERSION, bw_config_path(h->cfg));
@@ -552,7 +559,8 @@ static int run(const char *config_path)
 	struct event *purge_ev = event_new(h->base, -1, EV_PERSIST, purge_tick, h);
 	struct timeval hour = {3600, 0};
 	event_add(purge_ev, &hour);
-	struct event *sigs[3] = {evsignal_new(h->base, SIGTERM, on_sigterm, h), evsignal_new(h->base, SIGINT, on_sigterm, h),
+	struct event *sigs[3] = {evsignal_new(h->base, SIGTERM, on_sigterm, h),
+	                         evsignal_new(h->base, SIGINT, on_sigterm, h),
 	                         evsignal_new(h->base, SIGHUP, on_sighup, h)};
 	for (int i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);

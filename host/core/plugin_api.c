@@ -58,8 +58,7 @@ static void timer_fire(evutil_socket_t fd, short what, void *arg)
 	cb(cbarg);
 }
 
-static bw_timer *api_timer_add(bw_plugin_ctx *ctx, uint64_t after_ms, uint64_t repeat_ms, void (*cb)(void *),
-                               void *arg)
+static bw_timer *api_timer_add(bw_plugin_ctx *ctx, uint64_t after_ms, uint64_t repeat_ms, void (*cb)(void *), void *arg)
 {
 	if (!ctx || !cb || ctx->state == BW_PS_FAILED || ctx->state == BW_PS_STOPPED)
 		return NULL;
@@ -110,8 +109,8 @@ static int api_event_emit(bw_plugin_ctx *ctx, const char *topic, json_t *payload
 static int api_capability_register(bw_plugin_ctx *ctx, const char *kind, const void *ops, size_t ops_size,
                                    void *ops_arg, bw_error *err)
 {
-	static const char *const kinds[] = {"push",   "directory",      "scanner",        "bridge",
-	                                    "rules",  "mdm_connector",  "mail_connector", NULL};
+	static const char *const kinds[] = {"push",  "directory",     "scanner",        "bridge",
+	                                    "rules", "mdm_connector", "mail_connector", NULL};
 	if (!ctx || !ctx->in_init)
 		return bw_error_set(err, BW_E_STATE, "capabilities may be registered only during init");
 	bool known = false;
@@ -162,7 +161,8 @@ static int api_route_add(bw_plugin_ctx *ctx, const struct bw_route *route, bw_er
 	if (route->path[0] == '/' || strstr(route->path, "..") || strlen(route->path) > 200)
 		return bw_error_set(err, BW_E_INVALID, "route path '%s' must be relative, without '..'", route->path);
 	if (!admin)
-		return bw_error_set(err, BW_E_NOTIMPL, "agent routes arrive with device authentication (not implemented yet)");
+		return bw_error_set(err, BW_E_NOTIMPL,
+		                    "agent routes arrive with device authentication (not implemented yet)");
 	int role = route->min_role;
 	if (role < BW_ROLE_READONLY || role > BW_ROLE_ADMIN)
 		return bw_error_set(err, BW_E_INVALID, "admin routes need min_role BW_ROLE_READONLY or BW_ROLE_ADMIN");
@@ -205,8 +205,8 @@ static int api_req_role(bw_http_req *req)
 	return req->role;
 }
 
-static bw_http_call *api_http_send(bw_plugin_ctx *ctx, const struct bw_http_request *r, bw_http_done_fn done,
-                                   void *arg, bw_error *err)
+static bw_http_call *api_http_send(bw_plugin_ctx *ctx, const struct bw_http_request *r, bw_http_done_fn done, void *arg,
+                                   bw_error *err)
 {
 	if (!ctx || ctx->in_init) {
 		bw_error_set(err, BW_E_STATE, "outbound calls may start only after init (in start or later)");
@@ -215,8 +215,7 @@ static bw_http_call *api_http_send(bw_plugin_ctx *ctx, const struct bw_http_requ
 	return bw_http_client_send(ctx->host->http, r, done, arg, err);
 }
 
-static int api_record_put(bw_plugin_ctx *ctx, const char *collection, const char *key, json_t *value,
-                          bw_error *err)
+static int api_record_put(bw_plugin_ctx *ctx, const char *collection, const char *key, json_t *value, bw_error *err)
 {
 	if (!value)
 		return bw_error_set(err, BW_E_INVALID, "record value is NULL");
@@ -251,14 +250,13 @@ static int api_record_list(bw_plugin_ctx *ctx, const char *collection, const cha
 	return bw_store_record_list(ctx->host->store, ctx->name, collection, after_key, limit, out, err);
 }
 
-static int api_work_submit(bw_plugin_ctx *ctx, void (*work)(void *), void (*done)(void *), void *arg,
-                           bw_error *err)
+static int api_work_submit(bw_plugin_ctx *ctx, void (*work)(void *), void (*done)(void *), void *arg, bw_error *err)
 {
 	return bw_workq_submit(ctx->host->workq, work, done, arg, err);
 }
 
-static bw_metric *api_metric_new(bw_plugin_ctx *ctx, int kind, const char *name, const char *help,
-                                 const char *label, const double *buckets, size_t nbuckets, bw_error *err)
+static bw_metric *api_metric_new(bw_plugin_ctx *ctx, int kind, const char *name, const char *help, const char *label,
+                                 const double *buckets, size_t nbuckets, bw_error *err)
 {
 	char full[256];
 	if (!name || (size_t)snprintf(full, sizeof full, "bulwark_%s_%s", ctx->name, name) >= sizeof full) {

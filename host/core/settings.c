@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define F(type, key, def, st, member, doc, flags, min, max)                                                \
-	{                                                                                                  \
-		type, key, def, offsetof(st, member), doc, flags, min, max                                 \
+#define F(type, key, def, st, member, doc, flags, min, max)                                                            \
+	{                                                                                                              \
+		type, key, def, offsetof(st, member), doc, flags, min, max                                             \
 	}
 
 typedef __typeof__(((struct bw_settings *)0)->server) server_t;
@@ -25,8 +25,8 @@ static const struct bw_config_field server_fields[] = {
     F(BW_FIELD_PATH, "var_dir", "\"/var/lib/bulwark\"", server_t, var_dir,
       "Directory for the database, generated TLS files and the initial administrator password.", 0, 0, 0),
     F(BW_FIELD_PATH, "plugin_dir", "\"" BW_DEFAULT_PLUGIN_DIR "\"", server_t, plugin_dir,
-      "The only directory plugins are loaded from (by absolute path; it must not be writable by group or others).",
-      0, 0, 0),
+      "The only directory plugins are loaded from (by absolute path; it must not be writable by group or others).", 0,
+      0, 0),
     F(BW_FIELD_INT, "workers", "4", server_t, workers, "Threads of the work queue for blocking calls.", 0, 1, 64),
     F(BW_FIELD_DURATION, "shutdown_timeout", "\"10s\"", server_t, shutdown_timeout_ms,
       "How long a graceful shutdown waits for requests and plugins to drain.", 0, 0, 600000),
@@ -42,8 +42,7 @@ static const struct bw_config_field listen_fields[] = {
 static const struct bw_config_field tls_fields[] = {
     F(BW_FIELD_PATH, "certificate", NULL, tls_t, certificate,
       "Server certificate chain (PEM); default <var_dir>/tls/server.pem.", 0, 0, 0),
-    F(BW_FIELD_PATH, "key", NULL, tls_t, key, "Server private key (PEM); default <var_dir>/tls/server.key.", 0, 0,
-      0),
+    F(BW_FIELD_PATH, "key", NULL, tls_t, key, "Server private key (PEM); default <var_dir>/tls/server.key.", 0, 0, 0),
     F(BW_FIELD_PATH, "ca", NULL, tls_t, ca, "CA certificate clients trust (PEM); default <var_dir>/tls/ca.pem.", 0, 0,
       0),
     F(BW_FIELD_PATH, "ca_key", NULL, tls_t, ca_key,
@@ -61,16 +60,15 @@ static const struct bw_config_field database_fields[] = {
     BW_FIELD_END};
 
 static const struct bw_config_field log_fields[] = {
-    F(BW_FIELD_STRING, "level", "\"info\"", log_t, level, "error, warn, info or debug (changes on SIGHUP).", 0, 0,
-      0),
+    F(BW_FIELD_STRING, "level", "\"info\"", log_t, level, "error, warn, info or debug (changes on SIGHUP).", 0, 0, 0),
     F(BW_FIELD_STRING, "format", "\"text\"", log_t, format, "text or json (one JSON object per line).", 0, 0, 0),
     BW_FIELD_END};
 
 static const struct bw_config_field limits_fields[] = {
     F(BW_FIELD_INT, "max_header_bytes", "16384", limits_t, max_header_bytes,
       "Largest request header block accepted (bytes).", 0, 1024, 1048576),
-    F(BW_FIELD_INT, "max_body_bytes", "1048576", limits_t, max_body_bytes, "Largest request body accepted (bytes).",
-      0, 1024, 1073741824),
+    F(BW_FIELD_INT, "max_body_bytes", "1048576", limits_t, max_body_bytes, "Largest request body accepted (bytes).", 0,
+      1024, 1073741824),
     F(BW_FIELD_INT, "max_connections", "10000", limits_t, max_connections,
       "Open connections per listener; past it the listener stops accepting until one closes.", 0, 1, 1000000),
     F(BW_FIELD_DURATION, "request_timeout", "\"30s\"", limits_t, request_timeout_ms,
@@ -78,13 +76,12 @@ static const struct bw_config_field limits_fields[] = {
     BW_FIELD_END};
 
 static const struct bw_config_field admin_fields[] = {
-    F(BW_FIELD_DURATION, "session_ttl", "\"12h\"", admin_t, session_ttl_ms, "Lifetime of a login session token.",
-      0, 60000, 2592000000),
+    F(BW_FIELD_DURATION, "session_ttl", "\"12h\"", admin_t, session_ttl_ms, "Lifetime of a login session token.", 0,
+      60000, 2592000000),
     F(BW_FIELD_INT, "max_failures_per_account", "5", admin_t, max_failures_per_account,
       "Failed logins for one account within failure_window before further attempts are refused.", 0, 1, 1000),
     F(BW_FIELD_INT, "max_failures_per_address", "20", admin_t, max_failures_per_address,
-      "Failed logins from one client address within failure_window before further attempts are refused.", 0, 1,
-      100000),
+      "Failed logins from one client address within failure_window before further attempts are refused.", 0, 1, 100000),
     F(BW_FIELD_DURATION, "failure_window", "\"15m\"", admin_t, failure_window_ms,
       "Window over which failed logins are counted.", 0, 1000, 86400000),
     F(BW_FIELD_BOOL, "metrics_require_auth", "false", admin_t, metrics_require_auth,
@@ -132,7 +129,8 @@ int bw_settings_load(const bw_config *cfg, struct bw_settings *s, bw_error *err)
 		return bw_error_set(err, BW_E_CONFIG, "%s: log.format: expected text or json, got '%s'",
 		                    bw_config_path(cfg), s->log.format);
 	if (s->listen.agent.count == 0 || s->listen.admin.count == 0)
-		return bw_error_set(err, BW_E_CONFIG, "%s: listen: the agent and admin listeners need at least one address each",
+		return bw_error_set(err, BW_E_CONFIG,
+		                    "%s: listen: the agent and admin listeners need at least one address each",
 		                    bw_config_path(cfg));
 	const char *v = s->server.var_dir;
 	if (!s->tls.certificate)

@@ -110,8 +110,7 @@ static bool matches(const char *pattern, const char *topic)
 	return strcmp(pattern, topic) == 0;
 }
 
-int bw_events_subscribe(bw_events *ev, const void *owner, const char *topic, bw_event_fn cb, void *arg,
-                        bw_error *err)
+int bw_events_subscribe(bw_events *ev, const void *owner, const char *topic, bw_event_fn cb, void *arg, bw_error *err)
 {
 	if (!cb || !pattern_valid(topic))
 		return bw_error_set(err, BW_E_INVALID, "invalid event topic '%s' (use a.b, a.* or *)",
@@ -156,8 +155,7 @@ int bw_events_emit(bw_events *ev, const char *topic, json_t *payload, bw_error *
 	if (ev->queued >= ev->max_queued) {
 		json_decref(payload);
 		ev->dropped++;
-		return bw_error_set(err, BW_E_LIMIT, "event queue full (%zu events); '%s' dropped", ev->queued,
-		                    topic);
+		return bw_error_set(err, BW_E_LIMIT, "event queue full (%zu events); '%s' dropped", ev->queued, topic);
 	}
 	struct queued *q = calloc(1, sizeof *q);
 	if (!q || !(q->topic = strdup(topic))) {

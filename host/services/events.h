@@ -13,8 +13,7 @@ void bw_events_free(bw_events *ev);
 
 /* `topic`: exact name, "prefix.*" or "*". `owner` tags the subscription (a plugin ctx) so
  * bw_events_unsubscribe_owner can drop all of a plugin's subscriptions. */
-int bw_events_subscribe(bw_events *ev, const void *owner, const char *topic, bw_event_fn cb, void *arg,
-                        bw_error *err);
+int bw_events_subscribe(bw_events *ev, const void *owner, const char *topic, bw_event_fn cb, void *arg, bw_error *err);
 void bw_events_unsubscribe_owner(bw_events *ev, const void *owner);
 /* Queues the event; steals `payload`. BW_E_LIMIT when the queue is full (the event is dropped
  * and counted), BW_E_INVALID for a malformed topic. */

@@ -106,8 +106,8 @@ bw_http_server *bw_http_server_new(struct event_base *base, const char *name, SS
 	SSL_CTX_up_ref(ctx);
 	srv->limits = *limits;
 	apply_limits(srv);
-	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-	                                          EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD);
+	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	                                          EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD);
 	evhttp_set_bevcb(srv->http, bev_cb, srv);
 	return srv;
 }
@@ -210,7 +210,7 @@ int bw_http_server_listen(bw_http_server *srv, const char *address, bw_error *er
 		socklen_t gl = sizeof got;
 		getsockname(fd, (struct sockaddr *)&got, &gl);
 		srv->port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
-		                                           : ((struct sockaddr_in *)&got)->sin_port);
+		                                            : ((struct sockaddr_in *)&got)->sin_port);
 	}
 	srv->listeners[srv->nbound] = l;
 	srv->bound[srv->nbound++] = b;
@@ -280,8 +280,7 @@ void bw_http_reply_buffer(struct evhttp_request *req, int status, const char *co
 	send_merged(req, status, body);
 }
 
-void bw_http_reply_bytes(struct evhttp_request *req, int status, const char *content_type, const void *data,
-                         size_t len)
+void bw_http_reply_bytes(struct evhttp_request *req, int status, const char *content_type, const void *data, size_t len)
 {
 	struct evbuffer *b = evbuffer_new();
 	if (len)

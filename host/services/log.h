@@ -17,8 +17,8 @@ void bw_log(int level, const char *component, const char *fmt, ...) __attribute_
 void bw_logv(int level, const char *component, const char *fmt, va_list ap);
 
 #define bw_log_error(comp, ...) bw_log(BW_LOG_ERROR, comp, __VA_ARGS__)
-#define bw_log_warn(comp, ...) bw_log(BW_LOG_WARN, comp, __VA_ARGS__)
-#define bw_log_info(comp, ...) bw_log(BW_LOG_INFO, comp, __VA_ARGS__)
+#define bw_log_warn(comp, ...)  bw_log(BW_LOG_WARN, comp, __VA_ARGS__)
+#define bw_log_info(comp, ...)  bw_log(BW_LOG_INFO, comp, __VA_ARGS__)
 #define bw_log_debug(comp, ...) bw_log(BW_LOG_DEBUG, comp, __VA_ARGS__)
 
 #endif

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_SERIES 256 /* label values per metric: bounds memory whatever callers pass */
+#define MAX_SERIES  256 /* label values per metric: bounds memory whatever callers pass */
 #define MAX_BUCKETS 32
 
 static const double default_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -106,10 +106,12 @@ bw_metric *bw_metric_new(bw_metrics *reg, int kind, const char *name, const char
 	pthread_mutex_lock(&reg->mu);
 	for (struct bw_metric *m = reg->head; m; m = m->next)
 		if (strcmp(m->name, name) == 0) {
-			bool same = m->kind == kind && ((!m->label && !label) || (m->label && label && !strcmp(m->label, label)));
+			bool same = m->kind == kind &&
+			            ((!m->label && !label) || (m->label && label && !strcmp(m->label, label)));
 			pthread_mutex_unlock(&reg->mu);
 			if (!same)
-				bw_error_set(err, BW_E_EXISTS, "metric '%s' already exists with another kind or label", name);
+				bw_error_set(err, BW_E_EXISTS, "metric '%s' already exists with another kind or label",
+				             name);
 			return same ? m : NULL;
 		}
 	struct bw_metric *m = calloc(1, sizeof *m);

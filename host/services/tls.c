@@ -84,7 +84,8 @@ SSL_CTX *bw_tls_server_ctx_new(const char *cert_file, const char *key_file, bw_e
 	/* No compression, no renegotiation; the client picks among our suites (Mozilla intermediate). */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
 	if (!SSL_CTX_set_cipher_list(ctx, BW_TLS12_CIPHERS) ||
-	    !SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") ||
+	    !SSL_CTX_set_ciphersuites(ctx,
+	                              "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") ||
 	    !SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384")) {
 		bw_error_set(err, BW_E_TLS, "cannot set TLS suites: %s", ssl_err());
 		SSL_CTX_free(ctx);

@@ -8,8 +8,8 @@
 #include <stdbool.h>
 
 /* Mozilla "intermediate" TLS 1.2 suites, ECDHE only (no RSA key exchange, no DHE). */
-#define BW_TLS12_CIPHERS                                                                                   \
-	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"        \
+#define BW_TLS12_CIPHERS                                                                                               \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"                     \
 	"ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 /* A server context: certificate chain and key from PEM files. Refuses a certificate signed

@@ -105,10 +105,10 @@ static int hello_init(bw_plugin_ctx *ctx, const struct bw_host_api *host, void *
 	struct hello *h = instance;
 	h->host = host;
 	h->ctx = ctx;
-	h->events_seen = host->metric_new(ctx, BW_METRIC_COUNTER, "events_total", "Events seen, by topic.", "topic",
-	                                  NULL, 0, err);
-	h->greetings = host->metric_new(ctx, BW_METRIC_COUNTER, "greetings_total", "Greetings served.", NULL, NULL, 0,
-	                                err);
+	h->events_seen =
+	    host->metric_new(ctx, BW_METRIC_COUNTER, "events_total", "Events seen, by topic.", "topic", NULL, 0, err);
+	h->greetings =
+	    host->metric_new(ctx, BW_METRIC_COUNTER, "greetings_total", "Greetings served.", NULL, NULL, 0, err);
 	if (!h->events_seen || !h->greetings)
 		return err->code;
 	if (h->topics.count == 0) {

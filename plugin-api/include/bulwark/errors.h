@@ -15,25 +15,25 @@ extern "C" {
 
 enum bw_status {
 	BW_OK = 0,
-	BW_E_INVALID = 1,        /* bad argument or input (names the field) */
-	BW_E_NOMEM = 2,          /* allocation failed */
-	BW_E_NOTFOUND = 3,       /* no such object */
-	BW_E_EXISTS = 4,         /* object already exists */
-	BW_E_IO = 5,             /* file or socket error */
-	BW_E_TLS = 6,            /* TLS or certificate error */
-	BW_E_TIMEOUT = 7,        /* deadline passed */
-	BW_E_REMOTE = 8,         /* remote service answered with an error */
-	BW_E_DB = 9,             /* database error */
-	BW_E_STATE = 10,         /* call not allowed now (e.g. registering after init) */
-	BW_E_LIMIT = 11,         /* a size or count limit was reached */
-	BW_E_DENIED = 12,        /* authentication or authorization refused */
-	BW_E_ABI = 13,           /* plugin ABI mismatch */
-	BW_E_CONFIG = 14,        /* configuration error */
-	BW_E_NOTIMPL = 15,       /* not implemented */
-	BW_E_BUSY = 16,          /* try again later (e.g. stop refused while draining) */
-	BW_E_CANCELLED = 17,     /* operation cancelled */
-	BW_E_RANDOM = 18,        /* the system could not supply randomness */
-	BW_E_INTERNAL = 19       /* a bug: report it */
+	BW_E_INVALID = 1,    /* bad argument or input (names the field) */
+	BW_E_NOMEM = 2,      /* allocation failed */
+	BW_E_NOTFOUND = 3,   /* no such object */
+	BW_E_EXISTS = 4,     /* object already exists */
+	BW_E_IO = 5,         /* file or socket error */
+	BW_E_TLS = 6,        /* TLS or certificate error */
+	BW_E_TIMEOUT = 7,    /* deadline passed */
+	BW_E_REMOTE = 8,     /* remote service answered with an error */
+	BW_E_DB = 9,         /* database error */
+	BW_E_STATE = 10,     /* call not allowed now (e.g. registering after init) */
+	BW_E_LIMIT = 11,     /* a size or count limit was reached */
+	BW_E_DENIED = 12,    /* authentication or authorization refused */
+	BW_E_ABI = 13,       /* plugin ABI mismatch */
+	BW_E_CONFIG = 14,    /* configuration error */
+	BW_E_NOTIMPL = 15,   /* not implemented */
+	BW_E_BUSY = 16,      /* try again later (e.g. stop refused while draining) */
+	BW_E_CANCELLED = 17, /* operation cancelled */
+	BW_E_RANDOM = 18,    /* the system could not supply randomness */
+	BW_E_INTERNAL = 19   /* a bug: report it */
 };
 
 /* Caller-allocated error out-parameter. `message` is always NUL-terminated. */
@@ -71,10 +71,10 @@ static inline void bw_error_clear(bw_error *err)
 /* A stable, short name for a code ("invalid", "not_found", ...), used in JSON error envelopes. */
 static inline const char *bw_status_name(int code)
 {
-	static const char *const names[] = {"ok",        "invalid",   "no_memory", "not_found", "exists",
-	                                    "io",        "tls",       "timeout",   "remote",    "database",
-	                                    "state",     "limit",     "denied",    "abi",       "config",
-	                                    "not_implemented", "busy", "cancelled", "random",    "internal"};
+	static const char *const names[] = {"ok",     "invalid", "no_memory", "not_found",       "exists", "io",
+	                                    "tls",    "timeout", "remote",    "database",        "state",  "limit",
+	                                    "denied", "abi",     "config",    "not_implemented", "busy",   "cancelled",
+	                                    "random", "internal"};
 	if (code < 0 || (unsigned)code >= sizeof names / sizeof names[0])
 		return "internal";
 	return names[code];

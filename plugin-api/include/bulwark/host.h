@@ -55,34 +55,34 @@ struct bw_route {
 
 /* An outbound HTTP request. All pointers are borrowed and copied by http_send. */
 struct bw_http_request {
-	uint32_t size;             /* sizeof(struct bw_http_request) */
-	const char *method;        /* "GET", "POST", ... (NULL = GET, or POST when body is set) */
-	const char *url;           /* https://... (http:// only to loopback) */
+	uint32_t size;              /* sizeof(struct bw_http_request) */
+	const char *method;         /* "GET", "POST", ... (NULL = GET, or POST when body is set) */
+	const char *url;            /* https://... (http:// only to loopback) */
 	const char *const *headers; /* NULL-terminated "Name: value" strings, or NULL */
 	const void *body;
 	size_t body_len;
-	uint32_t timeout_ms;  /* per attempt; 0 = 30000 */
-	uint32_t max_retries; /* retries after the first attempt for 429, 5xx, network errors */
-	uint32_t backoff_ms;  /* first retry delay; doubles each retry, with jitter; 0 = 500 */
-	uint32_t backoff_max_ms; /* cap of one delay (also caps Retry-After); 0 = 60000 */
-	const char *ca_file;     /* extra trust anchor (PEM), or NULL for the system store */
-	const char *client_cert; /* PEM client certificate file, or NULL */
-	const char *client_key;  /* PEM key for client_cert, or NULL */
-	bool http2;              /* ask for HTTP/2 (multiplexed over one connection per origin) */
+	uint32_t timeout_ms;       /* per attempt; 0 = 30000 */
+	uint32_t max_retries;      /* retries after the first attempt for 429, 5xx, network errors */
+	uint32_t backoff_ms;       /* first retry delay; doubles each retry, with jitter; 0 = 500 */
+	uint32_t backoff_max_ms;   /* cap of one delay (also caps Retry-After); 0 = 60000 */
+	const char *ca_file;       /* extra trust anchor (PEM), or NULL for the system store */
+	const char *client_cert;   /* PEM client certificate file, or NULL */
+	const char *client_key;    /* PEM key for client_cert, or NULL */
+	bool http2;                /* ask for HTTP/2 (multiplexed over one connection per origin) */
 	bool retry_non_idempotent; /* retry POST as well (the caller knows the call is safe to repeat) */
 	size_t max_response_bytes; /* 0 = 8 MiB */
 };
 
 /* The outcome of an outbound request, valid only during the done callback. */
 struct bw_http_response {
-	int error;               /* BW_OK when an HTTP status was received, else BW_E_TIMEOUT, BW_E_TLS, BW_E_IO, ... */
+	int error; /* BW_OK when an HTTP status was received, else BW_E_TIMEOUT, BW_E_TLS, BW_E_IO, ... */
 	const char *error_message; /* set when error != BW_OK */
-	long status;             /* HTTP status, 0 when none */
-	const char *body;        /* NUL-terminated for convenience; body_len excludes the NUL */
+	long status;               /* HTTP status, 0 when none */
+	const char *body;          /* NUL-terminated for convenience; body_len excludes the NUL */
 	size_t body_len;
-	unsigned attempts;       /* how many attempts were made */
-	long http_version;       /* 1 or 2 */
-	const void *priv;        /* host-internal, for header() */
+	unsigned attempts; /* how many attempts were made */
+	long http_version; /* 1 or 2 */
+	const void *priv;  /* host-internal, for header() */
 	/* Value of a response header (case-insensitive), or NULL. */
 	const char *(*header)(const struct bw_http_response *res, const char *name);
 };
@@ -124,7 +124,7 @@ struct bw_host_api {
 
 	/* ---- inbound request accessors (valid until the request is answered) */
 	const char *(*req_method)(bw_http_req *req);
-	const char *(*req_path)(bw_http_req *req);               /* full path without query */
+	const char *(*req_path)(bw_http_req *req);                    /* full path without query */
 	const char *(*req_query)(bw_http_req *req, const char *name); /* decoded value or NULL */
 	const char *(*req_header)(bw_http_req *req, const char *name);
 	const void *(*req_body)(bw_http_req *req, size_t *len);
@@ -178,7 +178,7 @@ struct bw_host_api {
 };
 
 /* True when the host table is large enough to contain `field`. */
-#define BW_HOST_HAS(host, field)                                                                           \
+#define BW_HOST_HAS(host, field)                                                                                       \
 	((host)->size >= offsetof(struct bw_host_api, field) + sizeof((host)->field) && (host)->field != NULL)
 
 #ifdef __cplusplus

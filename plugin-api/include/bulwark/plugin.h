@@ -65,9 +65,9 @@ struct bw_config_field {
 	int64_t min, max;          /* bounds for INT and DURATION (in ms) when min < max */
 };
 
-#define BW_FIELD_END                                                                                       \
-	{                                                                                                  \
-		0, NULL, NULL, 0, NULL, 0, 0, 0                                                            \
+#define BW_FIELD_END                                                                                                   \
+	{                                                                                                              \
+		0, NULL, NULL, 0, NULL, 0, 0, 0                                                                        \
 	}
 
 struct bw_plugin {
@@ -77,19 +77,19 @@ struct bw_plugin {
 	const char *name;   /* must equal the file name without .so: [a-z0-9_]{1,64} */
 	const char *version;
 	const char *description;
-	size_t instance_size;                  /* bytes the host allocates (zeroed) per instance */
-	const struct bw_config_field *fields;  /* settings table, ended by BW_FIELD_END; may be NULL */
+	size_t instance_size;                 /* bytes the host allocates (zeroed) per instance */
+	const struct bw_config_field *fields; /* settings table, ended by BW_FIELD_END; may be NULL */
 	int (*init)(bw_plugin_ctx *ctx, const struct bw_host_api *host, void *instance, bw_error *err);
 	int (*start)(bw_plugin_ctx *ctx, void *instance, bw_error *err); /* may be NULL */
 	int (*stop)(bw_plugin_ctx *ctx, void *instance);                 /* may be NULL; BW_OK or BW_E_BUSY */
-	void (*fini)(bw_plugin_ctx *ctx, void *instance);               /* may be NULL */
+	void (*fini)(bw_plugin_ctx *ctx, void *instance);                /* may be NULL */
 };
 
 /* Defines the exported descriptor; use once per plugin:
  *   BW_PLUGIN_DEFINE(example_hello) = { .name = "example_hello", ... };
  * (abi fields and size are filled in by the macro's designated initialisers below). */
 #define BW_PLUGIN_DEFINE(id) BW_EXPORT const struct bw_plugin bw_plugin_##id
-#define BW_PLUGIN_HEADER .abi_major = BW_ABI_MAJOR, .abi_minor = BW_ABI_MINOR, .size = sizeof(struct bw_plugin)
+#define BW_PLUGIN_HEADER     .abi_major = BW_ABI_MAJOR, .abi_minor = BW_ABI_MINOR, .size = sizeof(struct bw_plugin)
 
 #ifdef __cplusplus
 }
