@@ -33,6 +33,21 @@ int bw_store_ping(bw_store *st, bw_error *err);
  * writes. May run on any thread. */
 int bw_store_backup(const char *db_path, const char *dest_path, bw_error *err);
 
+/* Additions (store_sqlite.c). */
+
+/* Like bw_store_open, but migrates at most up to `target_version` (0..latest): for tests and
+ * for making the schema fixtures in tests/fixtures/db/. A newer database is not downgraded. */
+bw_store *bw_store_open_version(const char *path, int target_version, bw_error *err);
+
+/* Backup progress: called between steps with the pages still to copy and the total; return
+ * false to cancel (the backup then fails with BW_E_CANCELLED and leaves dest_path untouched). */
+typedef bool (*bw_store_backup_progress_fn)(int remaining, int total, void *arg);
+/* bw_store_backup with a progress callback (may be NULL) and `step_pages` pages per step
+ * (0 = 1024). The whole copy reads one snapshot of the source, so it finishes even while
+ * other connections keep writing, and the backup is consistent as of its start. */
+int bw_store_backup_ex(const char *db_path, const char *dest_path, int step_pages, bw_store_backup_progress_fn progress,
+                       void *arg, bw_error *err);
+
 /* ---- administrators */
 struct bw_admin {
 	char id[37];
@@ -44,13 +59,18 @@ struct bw_admin {
 };
 void bw_admin_clear(struct bw_admin *a);
 
-int bw_store_admin_create(bw_store *st, const char *id, const char *name, const char *password_hash,
-                          const char *role, bw_error *err); /* BW_E_EXISTS when the name is taken */
+int bw_store_admin_create(bw_store *st, const char *id, const char *name, const char *password_hash, const char *role,
+                          bw_error *err); /* BW_E_EXISTS when the name is taken */
 int bw_store_admin_get(bw_store *st, const char *name, struct bw_admin *out, bw_error *err); /* BW_E_NOTFOUND */
 /* Array of {"name","role","created_at","disabled"}; new reference. */
 int bw_store_admin_list(bw_store *st, json_t **out, bw_error *err);
 int bw_store_admin_delete(bw_store *st, const char *name, bw_error *err); /* also deletes its tokens */
 int bw_store_admin_count(bw_store *st, const char *role /* NULL = all */, int64_t *count, bw_error *err);
+/* Additions: change one administrator (BW_E_NOTFOUND when there is no such name). The count
+ * above includes disabled administrators. */
+int bw_store_admin_set_disabled(bw_store *st, const char *name, bool disabled, bw_error *err);
+int bw_store_admin_set_role(bw_store *st, const char *name, const char *role, bw_error *err);
+int bw_store_admin_set_password(bw_store *st, const char *name, const char *password_hash, bw_error *err);
 
 /* ---- tokens (sessions and API tokens): only SHA-256 hashes of tokens are stored */
 struct bw_token_info {
@@ -58,21 +78,20 @@ struct bw_token_info {
 	char kind[16]; /* "session" or "api" */
 	char name[129];
 	char admin_name[129];
-	char role[32];     /* the token's role (an API token may have less than its owner) */
+	char role[32];      /* the token's role (an API token may have less than its owner) */
 	int64_t expires_at; /* 0 = never */
 };
-int bw_store_token_create(bw_store *st, const char *id, const char *admin_name, const char *kind,
-                          const char *name, const char *role, const char *token_hash, int64_t created_at,
-                          int64_t expires_at, bw_error *err);
+int bw_store_token_create(bw_store *st, const char *id, const char *admin_name, const char *kind, const char *name,
+                          const char *role, const char *token_hash, int64_t created_at, int64_t expires_at,
+                          bw_error *err);
 /* Finds a live token (not expired at `now`, owner not disabled) by hash; BW_E_NOTFOUND
  * otherwise. The role returned is the lower of the token's and its owner's current role. */
-int bw_store_token_find(bw_store *st, const char *token_hash, int64_t now, struct bw_token_info *out,
-                        bw_error *err);
+int bw_store_token_find(bw_store *st, const char *token_hash, int64_t now, struct bw_token_info *out, bw_error *err);
 /* Marks last use (coalesced by the caller; cheap). */
 int bw_store_token_touch(bw_store *st, const char *id, int64_t now, bw_error *err);
 /* API tokens, array of {"id","name","owner","role","created_at","expires_at","last_used_at"}. */
 int bw_store_token_list(bw_store *st, const char *kind, json_t **out, bw_error *err);
-int bw_store_token_delete(bw_store *st, const char *id, bw_error *err);       /* BW_E_NOTFOUND */
+int bw_store_token_delete(bw_store *st, const char *id, bw_error *err); /* BW_E_NOTFOUND */
 int bw_store_token_delete_hash(bw_store *st, const char *token_hash, bw_error *err);
 int bw_store_token_purge_expired(bw_store *st, int64_t now, bw_error *err);
 
@@ -84,6 +103,12 @@ int bw_store_audit_add(bw_store *st, int64_t at, const char *actor, const char *
 int bw_store_audit_list(bw_store *st, int64_t before_id, size_t limit, json_t **out, bw_error *err);
 
 /* ---- plugin records (the namespaced store of the host API) */
+/* Plugin, collection and key are 1..BW_STORE_NAME_MAX bytes of UTF-8; a value is JSON text of
+ * at most BW_STORE_RECORD_VALUE_MAX bytes (BW_E_LIMIT beyond); a list takes 1..1000 entries.
+ * Token and record deletes return BW_E_NOTFOUND when nothing matched. */
+#define BW_STORE_NAME_MAX         128
+#define BW_STORE_RECORD_VALUE_MAX (1024 * 1024)
+#define BW_STORE_LIST_MAX         1000
 int bw_store_record_put(bw_store *st, const char *plugin, const char *collection, const char *key,
                         const char *json_text, int64_t now, bw_error *err);
 int bw_store_record_get(bw_store *st, const char *plugin, const char *collection, const char *key,
@@ -91,7 +116,7 @@ int bw_store_record_get(bw_store *st, const char *plugin, const char *collection
 int bw_store_record_delete(bw_store *st, const char *plugin, const char *collection, const char *key,
                            bw_error *err); /* BW_E_NOTFOUND */
 /* Array of {"key","value"} (value parsed JSON) in key order after after_key. */
-int bw_store_record_list(bw_store *st, const char *plugin, const char *collection, const char *after_key,
-                         size_t limit, json_t **out, bw_error *err);
+int bw_store_record_list(bw_store *st, const char *plugin, const char *collection, const char *after_key, size_t limit,
+                         json_t **out, bw_error *err);
 
 #endif
