@@ -6,8 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKETS     1024
-#define MAX_ENTRIES 100000
+#define BUCKETS           1024
+#define MAX_ENTRIES       100000
+#define PURGE_INTERVAL_MS 1000 /* a full table is swept at most this often, not on every new key */
 
 struct entry {
 	char *key; /* "a:<account>" or "i:<address>" */
@@ -19,6 +20,7 @@ struct entry {
 struct bw_auth {
 	struct entry *b[BUCKETS];
 	size_t n;
+	int64_t last_purge;
 };
 
 bw_auth *bw_auth_new(void)
@@ -78,8 +80,10 @@ static struct entry *find(bw_auth *a, const char *key, bool create, int64_t now,
 		}
 	if (!create)
 		return NULL;
-	if (a->n >= MAX_ENTRIES)
+	if (a->n >= MAX_ENTRIES && (now < a->last_purge || now - a->last_purge >= PURGE_INTERVAL_MS)) {
 		purge(a, now, window);
+		a->last_purge = now;
+	}
 	if (a->n >= MAX_ENTRIES)
 		return NULL; /* under a flood of distinct keys, the per-address limit still protects */
 	struct entry *e = calloc(1, sizeof *e);

@@ -264,6 +264,10 @@ int bw_plugins_start(bw_plugins *ps, bw_error *err)
 			char msg[600];
 			snprintf(msg, sizeof msg, "start failed (%s): %s", bw_status_name(rc),
 			         perr.message[0] ? perr.message : "no message");
+			/* Its init succeeded, so it owes a fini; bw_plugins_fini skips failed plugins. */
+			bw_plugin_ctx_release(c);
+			if (c->desc->fini)
+				c->desc->fini(c, c->instance);
 			mark_failed(c, msg);
 			if (c->required)
 				return bw_error_set(err, rc, "required plugin %s: %s", c->name, msg);
@@ -299,7 +303,7 @@ void bw_plugins_fini(bw_plugins *ps)
 		struct bw_plugin_ctx *c = ps->items[i];
 		if (!c->desc || c->state == BW_PS_LOADED)
 			continue;
-		/* Failed plugins whose init succeeded partially still get fini to free their memory. */
+		/* Failed plugins got their fini (if any was owed) when they failed. */
 		bw_plugin_ctx_release(c);
 		if (c->desc->fini && c->instance && c->state != BW_PS_FAILED)
 			c->desc->fini(c, c->instance);

@@ -86,7 +86,8 @@ bw_metric *bw_metric_new(bw_metrics *reg, int kind, const char *name, const char
 		bw_error_set(err, BW_E_INVALID, "metric '%s': unknown kind %d", name ? name : "", kind);
 		return NULL;
 	}
-	if (!name_valid(name) || (label && (!name_valid(label) || strcmp(label, "le") == 0))) {
+	/* Label names follow the metric name rule without colons ([a-zA-Z_][a-zA-Z0-9_]*). */
+	if (!name_valid(name) || (label && (!name_valid(label) || strchr(label, ':') || strcmp(label, "le") == 0))) {
 		bw_error_set(err, BW_E_INVALID, "invalid metric or label name '%s'", name ? name : "(null)");
 		return NULL;
 	}

@@ -104,7 +104,15 @@ SSL_CTX *bw_tls_server_ctx_new(const char *cert_file, const char *key_file, bw_e
 		return NULL;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
-		bw_error_set(err, BW_E_TLS, "cannot load private key %s: %s", key_file, ssl_err());
+		/* OpenSSL already compares the key with the certificate here: say so plainly. */
+		unsigned long e = ERR_peek_last_error();
+		if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH) {
+			ERR_clear_error();
+			bw_error_set(err, BW_E_TLS, "private key %s does not match certificate %s", key_file,
+			             cert_file);
+		} else {
+			bw_error_set(err, BW_E_TLS, "cannot load private key %s: %s", key_file, ssl_err());
+		}
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
