@@ -162,6 +162,19 @@ bool bw_config_has_section(const bw_config *cfg, const char *name)
 	return section_index(cfg, name) >= 0;
 }
 
+const char *bw_config_where(const bw_config *cfg, const char *section, const char *key, char *buf, size_t len)
+{
+	ssize_t si = section_index(cfg, section);
+	if (si < 0) {
+		snprintf(buf, len, "%s", cfg->path);
+		return buf;
+	}
+	json_t *l = key ? json_object_get(cfg->data[si].lines, key) : NULL;
+	snprintf(buf, len, "%s:%d", cfg->sections[si].file,
+	         json_is_integer(l) ? (int)json_integer_value(l) : cfg->sections[si].line);
+	return buf;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Small path and file helpers */
 

@@ -43,6 +43,9 @@ const struct bw_plugin_entry *bw_config_plugin(const bw_config *cfg, size_t i);
 size_t bw_config_section_count(const bw_config *cfg);
 const struct bw_config_section *bw_config_section_at(const bw_config *cfg, size_t i);
 bool bw_config_has_section(const bw_config *cfg, const char *name);
+/* "file:line" of `section.key` (of the section when key is NULL or absent; the main file
+ * when the section is absent), for errors found after bw_config_apply. Returns buf. */
+const char *bw_config_where(const bw_config *cfg, const char *section, const char *key, char *buf, size_t len);
 
 /* Fills `instance` from section `section` using `fields` (defaults for what is absent, also
  * when the section is absent). Errors, BW_E_CONFIG, "file:line: section.key: reason":

@@ -211,13 +211,16 @@ int bw_plugins_load(bw_plugins *ps, const bw_config *cfg, const char *dir, bw_er
 
 int bw_plugins_check_sections(bw_plugins *ps, const bw_config *cfg, bw_error *err)
 {
+	(void)ps;
 	for (size_t i = 0; i < bw_config_section_count(cfg); i++) {
 		const struct bw_config_section *s = bw_config_section_at(cfg, i);
 		if (bw_settings_is_host_section(s->name))
 			continue;
+		/* Checked against the config's own plugin list, so that a reloaded file that enables
+		 * a new plugin and configures it is judged as a restart would judge it. */
 		bool known = false;
-		for (size_t k = 0; k < ps->n && !known; k++)
-			known = strcmp(ps->items[k]->name, s->name) == 0;
+		for (size_t k = 0; k < bw_config_plugin_count(cfg) && !known; k++)
+			known = strcmp(bw_config_plugin(cfg, k)->name, s->name) == 0;
 		if (!known)
 			return bw_error_set(err, BW_E_CONFIG,
 			                    "%s:%d: unknown setting '%s': not a host section and not an enabled plugin "

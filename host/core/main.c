@@ -262,7 +262,7 @@ static void reload(struct bw_host *h)
 		bw_log_error("reload", "reload failed, keeping the running configuration: %s", err.message);
 		return;
 	}
-	if (bw_settings_load(cfg, &s, &err) != BW_OK) {
+	if (bw_settings_load(cfg, &s, &err) != BW_OK || bw_plugins_check_sections(h->plugins, cfg, &err) != BW_OK) {
 		bw_log_error("reload", "reload failed, keeping the running configuration: %s", err.message);
 		bw_settings_free(&s);
 		bw_config_free(cfg);

@@ -122,12 +122,13 @@ int bw_settings_load(const bw_config *cfg, struct bw_settings *s, bw_error *err)
 		if (rc != BW_OK)
 			return rc;
 	}
+	char where[300];
 	if (bw_log_level_parse(s->log.level) < 0)
 		return bw_error_set(err, BW_E_CONFIG, "%s: log.level: expected error, warn, info or debug, got '%s'",
-		                    bw_config_path(cfg), s->log.level);
+		                    bw_config_where(cfg, "log", "level", where, sizeof where), s->log.level);
 	if (strcmp(s->log.format, "text") != 0 && strcmp(s->log.format, "json") != 0)
 		return bw_error_set(err, BW_E_CONFIG, "%s: log.format: expected text or json, got '%s'",
-		                    bw_config_path(cfg), s->log.format);
+		                    bw_config_where(cfg, "log", "format", where, sizeof where), s->log.format);
 	if (s->listen.agent.count == 0 || s->listen.admin.count == 0)
 		return bw_error_set(err, BW_E_CONFIG,
 		                    "%s: listen: the agent and admin listeners need at least one address each",

@@ -1,0 +1,33 @@
+"""Docs drift: the generated settings reference must match docs/configuration.md."""
+
+import difflib
+import os
+import subprocess
+
+from bwserver import assert_no_sanitizer_reports
+
+BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
+
+
+def test_config_docs_match(build, repo, tmp_path):
+    cfg = tmp_path / "docs.lua"
+    cfg.write_text('server = { plugin_dir = "%s" }\nplugins = { "example_hello" }\n'
+                   % (build / "lib" / "bulwark" / "plugins"))
+    cp = subprocess.run([str(build / "bin" / "bulwarkd"), "--config-docs", "--config", str(cfg), "example_hello"],
+                        capture_output=True, text=True, timeout=60, env=dict(os.environ), cwd=tmp_path)
+    assert_no_sanitizer_reports(cp.stderr, "bulwarkd --config-docs")
+    assert cp.returncode == 0, cp.stderr
+    generated = cp.stdout.strip("\n")
+    assert "## Host settings" in generated and "example_hello.greeting" in generated, generated[:500]
+
+    doc_path = repo / "docs" / "configuration.md"
+    assert doc_path.is_file(), "docs/configuration.md does not exist (it must hold the generated reference)"
+    doc = doc_path.read_text()
+    assert doc.count(BEGIN) == 1 and doc.count(END) == 1, "docs/configuration.md needs one %s ... %s block" % (BEGIN,
+                                                                                                            END)
+    block = doc[doc.index(BEGIN) + len(BEGIN):doc.index(END)].strip("\n")
+    if generated not in block:
+        diff = "\n".join(difflib.unified_diff(block.splitlines(), generated.splitlines(), "docs/configuration.md",
+                                              "bulwarkd --config-docs", lineterm="", n=1))
+        raise AssertionError("docs/configuration.md is out of date; regenerate the block between the markers with\n"
+                             "  bulwarkd --config-docs --config CFG example_hello\n" + diff[:6000])
