@@ -5,6 +5,7 @@
 #include "store.h"
 
 #include "log.h"
+#include "store_sqlite_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -72,6 +73,133 @@ static const char *const migrations[] = {
     " outcome TEXT NOT NULL,"
     " detail TEXT);"
     "CREATE INDEX audit_log_at ON audit_log(at);",
+
+    /* 3: devices (store_devices.c). Tables keyed by text are WITHOUT ROWID, except those whose
+     * rows can be large (inventory snapshots, mail bodies): SQLite advises rowid tables there.
+     * The inventory lives beside the registry row so that the frequent last_seen updates do
+     * not rewrite a snapshot of many kilobytes. */
+    "CREATE TABLE devices ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " platform TEXT NOT NULL CHECK (platform IN ('android', 'ios')),"
+    " status TEXT NOT NULL CHECK (status IN ('active', 'unregistered', 'wiped')),"
+    " group_name TEXT NOT NULL DEFAULT '',"
+    " owner TEXT NOT NULL DEFAULT '',"
+    " cert_serial TEXT NOT NULL,"
+    " cert_not_after INTEGER NOT NULL,"
+    " enrolled_at INTEGER NOT NULL,"
+    " last_seen INTEGER NOT NULL DEFAULT 0,"
+    " status_changed_at INTEGER NOT NULL,"
+    " enroll_method TEXT NOT NULL,"
+    " os_version TEXT,"
+    /* zero-padded numeric parts: compares as text like the dotted version (see store_devices.c) */
+    " os_version_key TEXT,"
+    " model TEXT,"
+    " manufacturer TEXT,"
+    " serial TEXT,"
+    " imei TEXT,"
+    " meid TEXT,"
+    " wifi_mac TEXT,"
+    " phone_number TEXT,"
+    " agent_version TEXT,"
+    " push_provider TEXT,"
+    " push_token TEXT) WITHOUT ROWID;"
+    /* filtered, id-paged listings: (filter, id) serves "filter = ? AND id > ? ORDER BY id" */
+    "CREATE INDEX devices_status ON devices(status, id);"
+    "CREATE INDEX devices_platform ON devices(platform, id);"
+    "CREATE INDEX devices_group ON devices(group_name, id);"
+    "CREATE INDEX devices_os ON devices(os_version_key, id);"
+    "CREATE TABLE device_inventory ("
+    " device_id TEXT PRIMARY KEY NOT NULL REFERENCES devices(id) ON DELETE CASCADE,"
+    " inventory TEXT NOT NULL,"
+    " inventory_at INTEGER NOT NULL);"
+    "CREATE TABLE enrollment_keys ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " key_hash TEXT NOT NULL UNIQUE,"
+    " prefix TEXT NOT NULL,"
+    " group_name TEXT NOT NULL DEFAULT '',"
+    " max_uses INTEGER NOT NULL DEFAULT 0 CHECK (max_uses >= 0),"
+    " uses INTEGER NOT NULL DEFAULT 0,"
+    " expires_at INTEGER NOT NULL DEFAULT 0,"
+    " revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),"
+    " created_by TEXT,"
+    " created_at INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE invitations ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " email TEXT NOT NULL,"
+    " code_hash TEXT NOT NULL,"
+    " expires_at INTEGER NOT NULL DEFAULT 0,"
+    " used_at INTEGER NOT NULL DEFAULT 0,"
+    " created_by TEXT,"
+    " created_at INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX invitations_email ON invitations(email, code_hash);"
+    "CREATE TABLE outbox ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " to_addr TEXT NOT NULL,"
+    " subject TEXT NOT NULL,"
+    " body TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " sent_at INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE allowlist ("
+    " kind TEXT NOT NULL CHECK (kind IN ('imei', 'meid', 'wifi_mac')),"
+    " value TEXT NOT NULL,"
+    " note TEXT NOT NULL DEFAULT '',"
+    " created_at INTEGER NOT NULL,"
+    " PRIMARY KEY (kind, value)) WITHOUT ROWID;"
+    "CREATE TABLE settings ("
+    " name TEXT PRIMARY KEY NOT NULL,"
+    " value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE enrollment_refusals ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " at INTEGER NOT NULL,"
+    " address TEXT,"
+    " reason TEXT NOT NULL,"
+    " detail TEXT);"
+    "CREATE TABLE commands ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,"
+    " type TEXT NOT NULL,"
+    " params TEXT NOT NULL DEFAULT '{}',"
+    " priority INTEGER NOT NULL DEFAULT 0,"
+    " state TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'acknowledged', 'completed', 'failed', 'expired',"
+    " 'cancelled')),"
+    " created_by TEXT,"
+    " created_at INTEGER NOT NULL,"
+    " expires_at INTEGER NOT NULL DEFAULT 0,"
+    " sent_at INTEGER NOT NULL DEFAULT 0,"
+    " acked_at INTEGER NOT NULL DEFAULT 0,"
+    " completed_at INTEGER NOT NULL DEFAULT 0,"
+    " attempts INTEGER NOT NULL DEFAULT 0,"
+    " result TEXT,"
+    " error TEXT) WITHOUT ROWID;"
+    /* delivery to one device; the partial indexes hold open commands only, so the pending set,
+     * the queue statistics and expiry cost what is open, not the whole history */
+    "CREATE INDEX commands_device ON commands(device_id, state, priority DESC, created_at);"
+    "CREATE INDEX commands_open ON commands(device_id, created_at)"
+    " WHERE state IN ('queued', 'sent', 'acknowledged');"
+    "CREATE INDEX commands_open_expiry ON commands(expires_at)"
+    " WHERE state IN ('queued', 'sent', 'acknowledged') AND expires_at <> 0;"
+    "CREATE TABLE device_events ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " device_id TEXT NOT NULL,"
+    " batch_id TEXT NOT NULL,"
+    " type TEXT NOT NULL,"
+    " at INTEGER NOT NULL,"
+    " data TEXT,"
+    " received_at INTEGER NOT NULL);"
+    "CREATE INDEX device_events_device ON device_events(device_id, at);"
+    "CREATE INDEX device_events_type ON device_events(type, at);"
+    "CREATE INDEX device_events_at ON device_events(at);"
+    "CREATE TABLE device_event_batches ("
+    " device_id TEXT NOT NULL,"
+    " batch_id TEXT NOT NULL,"
+    " received_at INTEGER NOT NULL,"
+    " PRIMARY KEY (device_id, batch_id)) WITHOUT ROWID;"
+    "CREATE INDEX device_event_batches_received ON device_event_batches(received_at);"
+    "CREATE TABLE revoked_certs ("
+    " serial TEXT PRIMARY KEY NOT NULL,"
+    " device_id TEXT,"
+    " reason TEXT,"
+    " revoked_at INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 #define SCHEMA_LATEST ((int)(sizeof migrations / sizeof migrations[0]))
@@ -146,6 +274,7 @@ struct bw_store {
 	char *path;
 	int version;
 	sqlite3_stmt *stmts[S__COUNT];
+	sqlite3_stmt *ext_stmts[BW_STORE_EXT_STMTS]; /* slots of store_devices.c */
 };
 
 int bw_store_schema_latest(void)
@@ -321,10 +450,8 @@ static void stmt_end(sqlite3_stmt *s)
 }
 
 /* Binds parameters 1..n from `types`: 't' text (NULL binds SQL NULL), 'i' int64_t. */
-static int bind(bw_store *st, sqlite3_stmt *s, bw_error *err, const char *types, ...)
+static int bind_v(bw_store *st, sqlite3_stmt *s, bw_error *err, const char *types, va_list ap)
 {
-	va_list ap;
-	va_start(ap, types);
 	int rc = SQLITE_OK;
 	for (int i = 0; types[i] && rc == SQLITE_OK; i++) {
 		if (types[i] == 't') {
@@ -334,13 +461,21 @@ static int bind(bw_store *st, sqlite3_stmt *s, bw_error *err, const char *types,
 			rc = sqlite3_bind_int64(s, i + 1, va_arg(ap, int64_t));
 		}
 	}
-	va_end(ap);
 	if (rc != SQLITE_OK) {
 		int ret = db_fail(st->db, rc, err, "binding a statement parameter");
 		stmt_end(s);
 		return ret;
 	}
 	return BW_OK;
+}
+
+static int bind(bw_store *st, sqlite3_stmt *s, bw_error *err, const char *types, ...)
+{
+	va_list ap;
+	va_start(ap, types);
+	int ret = bind_v(st, s, err, types, ap);
+	va_end(ap);
+	return ret;
 }
 
 /* Runs a statement that returns no rows. *sqlite_rc (optional) receives the step result. */
@@ -522,6 +657,8 @@ void bw_store_close(bw_store *st)
 		return;
 	for (int i = 0; i < S__COUNT; i++)
 		sqlite3_finalize(st->stmts[i]);
+	for (int i = 0; i < BW_STORE_EXT_STMTS; i++)
+		sqlite3_finalize(st->ext_stmts[i]);
 	if (st->db) {
 		if (st->version == SCHEMA_LATEST)
 			exec(st->db, "PRAGMA optimize"); /* cheap; keeps the planner's statistics fresh */
@@ -1395,4 +1532,91 @@ out:
 int bw_store_backup(const char *db_path, const char *dest_path, bw_error *err)
 {
 	return bw_store_backup_ex(db_path, dest_path, 0, NULL, NULL, err);
+}
+
+/* ---- for the other store files (store_sqlite_internal.h) */
+
+sqlite3 *bw_store_sql_db(bw_store *st)
+{
+	return st ? st->db : NULL;
+}
+
+const char *bw_store_sql_path(bw_store *st)
+{
+	return st && st->path ? st->path : "";
+}
+
+int bw_store_sql_stmt(bw_store *st, unsigned slot, const char *sql, sqlite3_stmt **out, bw_error *err)
+{
+	*out = NULL;
+	if (slot >= BW_STORE_EXT_STMTS)
+		return bw_error_set(err, BW_E_INTERNAL, "statement slot %u: only %d slots", slot, BW_STORE_EXT_STMTS);
+	if (!st->ext_stmts[slot]) {
+		int rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st->ext_stmts[slot], NULL);
+		if (rc != SQLITE_OK) {
+			st->ext_stmts[slot] = NULL;
+			return db_fail(st->db, rc, err, "preparing statement %u on %s", slot, st->path);
+		}
+	}
+	*out = st->ext_stmts[slot];
+	return BW_OK;
+}
+
+void bw_store_sql_end(sqlite3_stmt *s)
+{
+	stmt_end(s);
+}
+
+int bw_store_sql_bind(bw_store *st, sqlite3_stmt *s, bw_error *err, const char *types, ...)
+{
+	va_list ap;
+	va_start(ap, types);
+	int ret = bind_v(st, s, err, types, ap);
+	va_end(ap);
+	return ret;
+}
+
+int bw_store_sql_run(bw_store *st, sqlite3_stmt *s, int *sqlite_rc, bw_error *err, const char *what)
+{
+	return run(st, s, sqlite_rc, err, what);
+}
+
+int bw_store_sql_fail(bw_store *st, int rc, bw_error *err, const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	return db_fail(st ? st->db : NULL, rc, err, "%s", what);
+}
+
+void bw_store_sql_col_copy(sqlite3_stmt *s, int i, char *dst, size_t size)
+{
+	col_copy(s, i, dst, size);
+}
+
+json_t *bw_store_sql_col_json(sqlite3_stmt *s, int i)
+{
+	return col_json(s, i);
+}
+
+int bw_store_sql_check_name(const char *s, size_t min, size_t max, bool human, const char *field, bw_error *err)
+{
+	return check_name(s, min, max, human, field, err);
+}
+
+int bw_store_sql_check_id(const char *id, const char *field, bw_error *err)
+{
+	return check_id(id, field, err);
+}
+
+bool bw_store_sql_utf8_valid(const char *s, size_t n)
+{
+	return utf8_valid(s, n);
+}
+
+char *bw_store_sql_clean_text(const char *in, size_t max)
+{
+	return audit_field(in, max);
 }

@@ -4,6 +4,7 @@
 
 #include "crypto.h"
 #include "store.h"
+#include "store_devices.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -142,7 +143,7 @@ static void assert_file_bytes(const char *path, const char *before, size_t befor
 static void test_fresh_database_gets_latest(void **state)
 {
 	struct ctx *c = *state;
-	assert_int_equal(bw_store_schema_latest(), 2);
+	assert_int_equal(bw_store_schema_latest(), 3);
 	c->st = open_ok(c);
 	assert_int_equal(bw_store_schema_version(c->st), bw_store_schema_latest());
 	assert_int_equal(bw_store_ping(c->st, NULL), BW_OK);
@@ -150,7 +151,7 @@ static void test_fresh_database_gets_latest(void **state)
 	struct stat sb;
 	assert_int_equal(stat(c->path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
-	assert_int_equal(raw_int(c->path, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(c->path, "PRAGMA user_version"), 3);
 	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM sqlite_schema WHERE name IN ('admins', "
 	                                  "'plugin_records', 'tokens', 'audit_log')"),
 	                 4);
@@ -167,7 +168,7 @@ static void test_fresh_database_gets_latest(void **state)
 	/* a second open finds the latest schema and changes nothing */
 	bw_store_close(c->st);
 	c->st = open_ok(c);
-	assert_int_equal(bw_store_schema_version(c->st), 2);
+	assert_int_equal(bw_store_schema_version(c->st), 3);
 }
 
 static void test_open_step_by_step(void **state)
@@ -180,10 +181,10 @@ static void test_open_step_by_step(void **state)
 	bw_store_close(c->st);
 	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'tokens'"), 0);
 	c->st = open_ok(c);
-	assert_int_equal(bw_store_schema_version(c->st), 2);
+	assert_int_equal(bw_store_schema_version(c->st), 3);
 	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'tokens'"), 1);
 
-	assert_null(bw_store_open_version(c->path, 3, &err));
+	assert_null(bw_store_open_version(c->path, 4, &err));
 	assert_int_equal(err.code, BW_E_INVALID);
 	assert_null(bw_store_open_version(c->path, -1, &err));
 	assert_int_equal(err.code, BW_E_INVALID);
@@ -234,6 +235,36 @@ static void check_v1_rows(bw_store *st)
 	json_decref(list);
 }
 
+/* The tables of version 3 (devices) exist after an upgrade and work next to the old rows. */
+static void check_v3_tables(struct ctx *c)
+{
+	assert_int_equal(raw_int(c->path,
+	                         "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
+	                         "('devices', 'device_inventory', 'enrollment_keys', 'invitations', 'outbox', "
+	                         "'allowlist', 'settings', 'enrollment_refusals', 'commands', 'device_events', "
+	                         "'device_event_batches', 'revoked_certs')"),
+	                 12);
+	bw_error err = {0};
+	json_t *d = json_pack("{s:s, s:s}", "platform", "android", "os_version", "14");
+	assert_int_equal(bw_store_device_create(c->st, "dev-1", d, "sales", "key", "0a", 1800000000, 1700000000, &err),
+	                 BW_OK);
+	json_decref(d);
+	struct bw_device dev;
+	assert_int_equal(bw_store_device_get(c->st, "dev-1", &dev, &err), BW_OK);
+	assert_string_equal(dev.group_name, "sales");
+	assert_int_equal(bw_store_key_create(c->st, "k1", HASH_E, "K7Q2", "sales", 1, 0, "alice", 1700000000, &err),
+	                 BW_OK);
+	char group[129];
+	assert_int_equal(bw_store_key_use(c->st, HASH_E, 1700000001, group, &err), BW_OK);
+	assert_int_equal(bw_store_key_use(c->st, HASH_E, 1700000002, group, &err), BW_E_DENIED);
+	/* the command queue's foreign key to devices */
+	assert_int_equal(bw_store_command_create(c->st, "c1", "dev-1", "lock", NULL, 0, 0, "alice", 1700000000, &err),
+	                 BW_OK);
+	assert_int_equal(bw_store_command_create(c->st, "c2", "dev-9", "lock", NULL, 0, 0, "alice", 1700000000, &err),
+	                 BW_E_NOTFOUND);
+	assert_int_equal(bw_store_setting_set(c->st, "allowlist.enabled", "true", &err), BW_OK);
+}
+
 static void test_upgrade_from_v1_fixture(void **state)
 {
 	struct ctx *c = *state;
@@ -252,6 +283,7 @@ static void test_upgrade_from_v1_fixture(void **state)
 	assert_int_equal(bw_store_token_find(c->st, HASH_A, 200, &ti, &err), BW_OK);
 	assert_string_equal(ti.admin_name, "alice");
 	assert_int_equal(bw_store_audit_add(c->st, 1, "alice", NULL, "upgrade", NULL, "success", NULL, &err), BW_OK);
+	check_v3_tables(c); /* v1 -> v3 */
 }
 
 static void test_open_v2_fixture(void **state)
@@ -287,6 +319,7 @@ static void test_open_v2_fixture(void **state)
 	assert_int_equal(bw_store_admin_delete(c->st, "alice", &err), BW_OK);
 	bw_token_hash("fixture-token-alice", h);
 	assert_int_equal(bw_store_token_find(c->st, h, 1800000000, &ti, &err), BW_E_NOTFOUND);
+	check_v3_tables(c); /* v2 -> v3 */
 }
 
 /* A step that fails leaves the database at the previous version, with nothing of the step. */
@@ -313,7 +346,7 @@ static void test_newer_schema_refused_untouched(void **state)
 	c->st = open_ok(c);
 	bw_store_close(c->st);
 	c->st = NULL;
-	raw_exec(c->path, "PRAGMA user_version = 3");
+	raw_exec(c->path, "PRAGMA user_version = 4");
 	char wal[1100];
 	snprintf(wal, sizeof wal, "%s-wal", c->path);
 	assert_false(file_exists(wal)); /* everything is in the main file */
@@ -323,10 +356,10 @@ static void test_newer_schema_refused_untouched(void **state)
 	bw_error err = {0};
 	assert_null(bw_store_open(c->path, &err));
 	assert_int_equal(err.code, BW_E_DB);
-	assert_non_null(strstr(err.message, "database schema version 3 is newer than this build supports (2)"));
+	assert_non_null(strstr(err.message, "database schema version 4 is newer than this build supports (3)"));
 	assert_non_null(strstr(err.message, "upgrade Bulwark or restore a backup"));
 	assert_file_bytes(c->path, before, len);
-	assert_int_equal(raw_int(c->path, "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(c->path, "PRAGMA user_version"), 4);
 	free(before);
 
 	/* a rollback-journal database: even the WAL switch would change its header */
@@ -336,7 +369,7 @@ static void test_newer_schema_refused_untouched(void **state)
 	before = read_all(other, &len);
 	assert_null(bw_store_open(other, &err));
 	assert_int_equal(err.code, BW_E_DB);
-	assert_non_null(strstr(err.message, "schema version 99 is newer than this build supports (2)"));
+	assert_non_null(strstr(err.message, "schema version 99 is newer than this build supports (3)"));
 	assert_file_bytes(other, before, len);
 	free(before);
 }
@@ -993,7 +1026,7 @@ static void test_backup_while_writing(void **state)
 	free(check);
 	bw_store *copy = bw_store_open(dest, &err);
 	assert_non_null(copy);
-	assert_int_equal(bw_store_schema_version(copy), 2);
+	assert_int_equal(bw_store_schema_version(copy), 3);
 	struct bw_admin a;
 	assert_int_equal(bw_store_admin_get(copy, "alice", &a, &err), BW_OK);
 	bw_admin_clear(&a);
@@ -1060,7 +1093,7 @@ static void test_backup_with_writer_thread(void **state)
 	pthread_join(th, NULL);
 	assert_int_equal(w.failures, 0);
 	assert_true(w.inserted > 0);
-	assert_int_equal(raw_int(dest, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(dest, "PRAGMA user_version"), 3);
 	assert_true(no_temp_files(c->dir));
 }
 
@@ -1120,7 +1153,7 @@ static void test_memory_database(void **state)
 	bw_error err = {0};
 	bw_store *st = bw_store_open(":memory:", &err);
 	assert_non_null(st);
-	assert_int_equal(bw_store_schema_version(st), 2);
+	assert_int_equal(bw_store_schema_version(st), 3);
 	assert_int_equal(bw_store_record_put(st, "p", "c", "k", "1", 1, &err), BW_OK);
 	bw_store_close(st);
 	assert_false(file_exists(":memory:"));
