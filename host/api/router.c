@@ -14,6 +14,7 @@
 
 struct bw_router {
 	struct bw_host *host;
+	int (*auth)(struct bw_http_req *req, int min_role); /* NULL = bearer tokens */
 	char listener[16];
 	struct bw_route_entry *routes;
 };
@@ -47,6 +48,11 @@ bw_router *bw_router_new(struct bw_host *host, const char *listener)
 	r->host = host;
 	snprintf(r->listener, sizeof r->listener, "%s", listener);
 	return r;
+}
+
+void bw_router_set_auth(bw_router *r, int (*auth)(struct bw_http_req *req, int min_role))
+{
+	r->auth = auth;
 }
 
 void bw_router_free(bw_router *r)
@@ -358,7 +364,12 @@ void bw_router_dispatch(struct evhttp_request *ev, void *arg)
 	req->route = found;
 	bw_http_peer(ev, req->peer, sizeof req->peer);
 	if (found->min_role > BW_ROLE_NONE) {
-		int status = authenticate(req, found->min_role);
+		int status = r->auth ? r->auth(req, found->min_role) : authenticate(req, found->min_role);
+		if (status == 401 && r->auth) {
+			bw_req_reply_error(req, 401, "unauthenticated",
+			                   "a valid device certificate is required (missing, unknown, expired or revoked)");
+			return;
+		}
 		if (status == 401) {
 			evhttp_add_header(evhttp_request_get_output_headers(ev), "WWW-Authenticate", "Bearer");
 			bw_req_reply_error(req, 401, "unauthorized",

@@ -39,6 +39,10 @@ struct bw_route_entry {
 
 bw_router *bw_router_new(struct bw_host *host, const char *listener);
 void bw_router_free(bw_router *r);
+/* Replaces bearer-token authentication for routes with min_role > NONE: `auth` returns 0, or
+ * the HTTP status to refuse with (401 means "no valid credential"). The agent listener uses
+ * it for device certificates (it fills req->principal with the device id). */
+void bw_router_set_auth(bw_router *r, int (*auth)(struct bw_http_req *req, int min_role));
 int bw_router_add(bw_router *r, const char *method, const char *pattern, int min_role, bw_handler_fn fn, void *arg,
                   const void *owner, bw_error *err);
 /* The evhttp callback. */

@@ -16,6 +16,8 @@
 typedef struct bw_plugins bw_plugins;
 typedef struct bw_router bw_router;
 typedef struct bw_auth bw_auth;
+typedef struct bw_registry bw_registry;
+typedef struct bw_device_ca bw_device_ca;
 
 struct bw_host {
 	struct event_base *base;
@@ -30,7 +32,10 @@ struct bw_host {
 	bw_auth *auth;
 	bw_http_server *admin_srv, *agent_srv;
 	bw_router *admin_router, *agent_router;
-	SSL_CTX *tls;
+	SSL_CTX *tls;       /* admin listener */
+	SSL_CTX *agent_tls; /* agent listener: also asks for device certificates */
+	bw_device_ca *device_ca;
+	bw_registry *registry;
 	time_t started_at;
 	bool shutting_down;
 	size_t inflight; /* requests received and not yet answered, both listeners */
@@ -39,6 +44,7 @@ struct bw_host {
 		char db_error[512];
 	} health;
 	struct {
+		bw_metric *commands_open, *commands_oldest, *enrollments, *checkins;
 		bw_metric *requests, *duration, *connections, *inflight, *login_failures, *events_dropped,
 		    *workq_pending, *plugins_failed, *uptime;
 	} m;

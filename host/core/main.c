@@ -1,6 +1,11 @@
 /* host/core/main.c: bulwarkd: command line, startup in order, signals (SIGHUP reload,
  * SIGTERM/SIGINT graceful shutdown), and teardown. */
 #include "admin_api.h"
+#include "agent_api.h"
+#include "device_ca.h"
+#include "devices.h"
+#include "devices_api.h"
+#include "registry.h"
 #include "auth.h"
 #include "crypto.h"
 #include "loader.h"
@@ -61,6 +66,21 @@ static char *dir_of(const char *path)
 
 /* ---- first start: TLS files and the first administrator */
 
+/* The agent listener's context: the server certificate, and device certificates asked for. */
+static int agent_tls_new(struct bw_host *h, const struct bw_settings *s, SSL_CTX **out, bw_error *err)
+{
+	SSL_CTX *ctx = bw_tls_server_ctx_new(s->tls.certificate, s->tls.key, err);
+	if (!ctx)
+		return err->code;
+	int rc = bw_tls_server_ctx_require_client_ca(ctx, bw_device_ca_cert(h->device_ca), err);
+	if (rc != BW_OK) {
+		SSL_CTX_free(ctx);
+		return rc;
+	}
+	*out = ctx;
+	return BW_OK;
+}
+
 static int prepare_tls(struct bw_host *h, bw_error *err)
 {
 	struct bw_settings *s = &h->settings;
@@ -85,7 +105,19 @@ static int prepare_tls(struct bw_host *h, bw_error *err)
 			            s->tls.certificate);
 	}
 	h->tls = bw_tls_server_ctx_new(s->tls.certificate, s->tls.key, err);
-	return h->tls ? BW_OK : err->code;
+	if (!h->tls)
+		return err->code;
+	/* The device CA is created at first start, whatever tls.generate says: it is ours alone. */
+	char *d = dir_of(s->agent.device_ca);
+	if (d && mkdir_p(d, 0700) != 0) {
+		free(d);
+		return bw_error_set(err, BW_E_IO, "cannot create the directory of %s: %s", s->agent.device_ca,
+		                    strerror(errno));
+	}
+	free(d);
+	if (!(h->device_ca = bw_device_ca_open(s->agent.device_ca, s->agent.device_ca_key, true, err)))
+		return err->code;
+	return agent_tls_new(h, s, &h->agent_tls, err);
 }
 
 static int ensure_first_admin(struct bw_host *h, bw_error *err)
@@ -136,8 +168,25 @@ static void purge_tick(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 	struct bw_host *h = arg;
 	bw_error err = {0};
-	if (bw_store_token_purge_expired(h->store, (int64_t)time(NULL), &err) != BW_OK)
+	int64_t now = (int64_t)time(NULL), n = 0;
+	if (bw_store_token_purge_expired(h->store, now, &err) != BW_OK)
 		bw_log_warn("host", "purging expired sessions failed: %s", err.message);
+	if (bw_store_events_purge(h->store, now - h->settings.agent.events_retention_ms / 1000, &n, &err) != BW_OK)
+		bw_log_warn("host", "purging old device events failed: %s", err.message);
+	else if (n > 0)
+		bw_log_info("host", "purged %lld device events older than the retention", (long long)n);
+}
+
+static void minute_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct bw_host *h = arg;
+	bw_error err = {0};
+	int64_t n = 0;
+	if (bw_store_command_expire(h->store, (int64_t)time(NULL), &n, &err) != BW_OK)
+		bw_log_warn("host", "expiring commands failed: %s", err.message);
+	else if (n > 0)
+		bw_log_info("host", "%lld commands expired", (long long)n);
 }
 
 static struct timespec g_deadline;
@@ -274,12 +323,16 @@ static void reload(struct bw_host *h)
 	bw_http_server_set_limits(h->admin_srv, &lim);
 	bw_http_server_set_limits(h->agent_srv, &lim);
 	SSL_CTX *ctx = bw_tls_server_ctx_new(s.tls.certificate, s.tls.key, &err);
-	if (ctx) {
+	SSL_CTX *actx = NULL;
+	if (ctx && agent_tls_new(h, &s, &actx, &err) == BW_OK) {
 		bw_http_server_set_tls(h->admin_srv, ctx);
-		bw_http_server_set_tls(h->agent_srv, ctx);
+		bw_http_server_set_tls(h->agent_srv, actx);
 		SSL_CTX_free(h->tls);
+		SSL_CTX_free(h->agent_tls);
 		h->tls = ctx;
+		h->agent_tls = actx;
 	} else {
+		SSL_CTX_free(ctx);
 		bw_log_error("reload", "keeping the current TLS certificate: %s", err.message);
 	}
 	/* Restart-only: listeners, database, server, TLS generation settings, the plugin list and
@@ -289,6 +342,13 @@ static void reload(struct bw_host *h)
 		if (strcmp(sec->name, "log") == 0 || strcmp(sec->name, "limits") == 0 ||
 		    strcmp(sec->name, "admin") == 0)
 			continue;
+		if (strcmp(sec->name, "agent") == 0) {
+			/* Intervals and limits change live; the device CA files need a restart. */
+			if (strcmp(s.agent.device_ca, h->settings.agent.device_ca) != 0 ||
+			    strcmp(s.agent.device_ca_key, h->settings.agent.device_ca_key) != 0)
+				bw_log_warn("reload", "agent.device_ca changed: needs a restart to take effect");
+			continue;
+		}
 		report_restart_needed(sec->name, sec->fields, (const char *)&h->settings + sec->offset,
 		                      (const char *)&s + sec->offset);
 	}
@@ -317,6 +377,17 @@ static void reload(struct bw_host *h)
 	struct bw_settings old = h->settings;
 	h->settings.admin = s.admin;
 	h->settings.limits = s.limits;
+	/* Take the live agent values, keep the device CA paths the process runs with. */
+	{
+		__typeof__(s.agent) live = s.agent, kept = h->settings.agent;
+		char *ca = kept.device_ca, *cak = kept.device_ca_key;
+		kept.device_ca = live.device_ca;
+		kept.device_ca_key = live.device_ca_key;
+		live.device_ca = ca;
+		live.device_ca_key = cak;
+		h->settings.agent = live;
+		s.agent = kept;
+	}
 	char *ol = old.log.level, *of = old.log.format;
 	h->settings.log.level = s.log.level;
 	h->settings.log.format = s.log.format;
@@ -462,6 +533,15 @@ static void create_host_metrics(struct bw_host *h)
 	                                   "Jobs submitted to the work queue and not completed.", NULL, NULL, 0, NULL);
 	h->m.plugins_failed = bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_plugins_failed",
 	                                    "Enabled plugins that failed to load, init or start.", NULL, NULL, 0, NULL);
+	h->m.commands_open = bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_commands_open",
+	                                   "Device commands queued, sent or acknowledged and not yet final.", NULL, NULL,
+	                                   0, NULL);
+	h->m.commands_oldest = bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_commands_oldest_age_seconds",
+	                                     "Age of the oldest open device command.", NULL, NULL, 0, NULL);
+	h->m.enrollments = bw_metric_new(m, BW_METRIC_COUNTER, "bulwark_enrollments_total", "Devices enrolled, by method.",
+	                                 "method", NULL, 0, NULL);
+	h->m.checkins = bw_metric_new(m, BW_METRIC_COUNTER, "bulwark_checkins_total", "Device check-ins answered.", NULL,
+	                              NULL, 0, NULL);
 	h->m.uptime =
 	    bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_uptime_seconds", "Seconds since start.", NULL, NULL, 0, NULL);
 }
@@ -511,6 +591,10 @@ static int run(const char *config_path)
 	}
 	if ((rc = ensure_first_admin(h, &err)) != BW_OK)
 		goto fail;
+	if (!(h->registry = bw_registry_new(h, &err))) {
+		rc = err.code;
+		goto fail;
+	}
 	h->metrics = bw_metrics_new();
 	h->events = bw_events_new(h->base, 100000);
 	h->auth = bw_auth_new();
@@ -528,7 +612,7 @@ static int run(const char *config_path)
 	h->agent_router = bw_router_new(h, "agent");
 	struct bw_http_limits lim = limits_of(&h->settings);
 	if (!(h->admin_srv = bw_http_server_new(h->base, "admin", h->tls, &lim, &err)) ||
-	    !(h->agent_srv = bw_http_server_new(h->base, "agent", h->tls, &lim, &err))) {
+	    !(h->agent_srv = bw_http_server_new(h->base, "agent", h->agent_tls, &lim, &err))) {
 		rc = err.code;
 		goto fail;
 	}
@@ -542,8 +626,8 @@ static int run(const char *config_path)
 		if ((rc = bw_http_server_listen(h->agent_srv, h->settings.listen.agent.items[i], &err)) != BW_OK)
 			goto fail;
 	if ((rc = bw_admin_api_register(h, &err)) != BW_OK ||
-	    (rc = bw_router_add(h->agent_router, "GET", "/healthz", BW_ROLE_NONE, agent_healthz, NULL, NULL, &err)) !=
-	        BW_OK)
+	    (rc = bw_router_add(h->agent_router, "GET", "/healthz", BW_ROLE_NONE, agent_healthz, NULL, NULL, &err)) != BW_OK ||
+	    (rc = bw_agent_api_register(h, &err)) != BW_OK || (rc = bw_devices_api_register(h, &err)) != BW_OK)
 		goto fail;
 
 	h->plugins = bw_plugins_new(h);
@@ -559,6 +643,9 @@ static int run(const char *config_path)
 	struct event *purge_ev = event_new(h->base, -1, EV_PERSIST, purge_tick, h);
 	struct timeval hour = {3600, 0};
 	event_add(purge_ev, &hour);
+	struct event *minute_ev = event_new(h->base, -1, EV_PERSIST, minute_tick, h);
+	struct timeval minute = {60, 0};
+	event_add(minute_ev, &minute);
 	struct event *sigs[3] = {evsignal_new(h->base, SIGTERM, on_sigterm, h),
 	                         evsignal_new(h->base, SIGINT, on_sigterm, h),
 	                         evsignal_new(h->base, SIGHUP, on_sighup, h)};
@@ -576,6 +663,7 @@ static int run(const char *config_path)
 		event_free(sigs[i]);
 	event_free(health_ev);
 	event_free(purge_ev);
+	event_free(minute_ev);
 	if (g_drain_ev)
 		event_free(g_drain_ev);
 	bw_plugins_stop(h->plugins);
@@ -596,6 +684,7 @@ cleanup:
 	bw_workq_free(h->workq); /* completions may still answer requests: before the routers go */
 	bw_http_client_free(h->http);
 	bw_plugins_free(h->plugins);
+	bw_registry_free(h->registry); /* writes the last coalesced last-seen times */
 	bw_router_free(h->admin_router);
 	bw_router_free(h->agent_router);
 	bw_events_free(h->events);
@@ -605,6 +694,8 @@ cleanup:
 	if (h->store)
 		bw_store_close(h->store);
 	SSL_CTX_free(h->tls);
+	SSL_CTX_free(h->agent_tls);
+	bw_device_ca_free(h->device_ca);
 	if (h->base)
 		event_base_free(h->base);
 	bw_settings_free(&h->settings);

@@ -20,6 +20,7 @@ typedef __typeof__(((struct bw_settings *)0)->database) database_t;
 typedef __typeof__(((struct bw_settings *)0)->log) log_t;
 typedef __typeof__(((struct bw_settings *)0)->limits) limits_t;
 typedef __typeof__(((struct bw_settings *)0)->admin) admin_t;
+typedef __typeof__(((struct bw_settings *)0)->agent) agent_t;
 
 static const struct bw_config_field server_fields[] = {
     F(BW_FIELD_PATH, "var_dir", "\"/var/lib/bulwark\"", server_t, var_dir,
@@ -88,6 +89,30 @@ static const struct bw_config_field admin_fields[] = {
       "Require a session or API token (read-only is enough) for GET /metrics.", 0, 0, 0),
     BW_FIELD_END};
 
+static const struct bw_config_field agent_fields[] = {
+    F(BW_FIELD_PATH, "device_ca", NULL, agent_t, device_ca,
+      "Device CA certificate (created at first start); default <var_dir>/tls/device-ca.pem.", 0, 0, 0),
+    F(BW_FIELD_PATH, "device_ca_key", NULL, agent_t, device_ca_key,
+      "Device CA private key (mode 0600); default <var_dir>/tls/device-ca.key.", 0, 0, 0),
+    F(BW_FIELD_DURATION, "cert_validity", "\"365d\"", agent_t, cert_validity_ms,
+      "Lifetime of a device certificate issued at enrollment or renewal.", 0, 3600000, 315360000000),
+    F(BW_FIELD_DURATION, "renew_before", "\"30d\"", agent_t, renew_before_ms,
+      "Devices are asked to renew their certificate this long before it expires.", 0, 0, 315360000000),
+    F(BW_FIELD_DURATION, "checkin_interval", "\"5m\"", agent_t, checkin_interval_ms,
+      "How often devices check in.", 0, 10000, 86400000),
+    F(BW_FIELD_DURATION, "ack_timeout", "\"10m\"", agent_t, ack_timeout_ms,
+      "A command sent and not acknowledged within this time is delivered again.", 0, 1000, 604800000),
+    F(BW_FIELD_DURATION, "out_of_sync_after", "\"7d\"", agent_t, out_of_sync_after_ms,
+      "A device not seen for this long is shown as out of sync.", 0, 60000, 31536000000),
+    F(BW_FIELD_DURATION, "events_retention", "\"90d\"", agent_t, events_retention_ms,
+      "Device event logs older than this are purged (checked hourly).", 0, 3600000, 315360000000),
+    F(BW_FIELD_DURATION, "command_ttl", "\"7d\"", agent_t, command_ttl_ms,
+      "Default expiry of a queued command.", 0, 60000, 31536000000),
+    F(BW_FIELD_STRINGS, "trusted_proxies", "{}", agent_t, trusted_proxies,
+      "Addresses of TLS-terminating proxies allowed to pass a device certificate in the Client-Cert header (RFC 9440).",
+      0, 0, 0),
+    BW_FIELD_END};
+
 const struct bw_settings_section bw_settings_sections[] = {
     {"server", "Server (`server`)", server_fields, offsetof(struct bw_settings, server)},
     {"listen", "Listeners (`listen`)", listen_fields, offsetof(struct bw_settings, listen)},
@@ -96,6 +121,7 @@ const struct bw_settings_section bw_settings_sections[] = {
     {"log", "Logging (`log`)", log_fields, offsetof(struct bw_settings, log)},
     {"limits", "Limits (`limits`)", limits_fields, offsetof(struct bw_settings, limits)},
     {"admin", "Administration (`admin`)", admin_fields, offsetof(struct bw_settings, admin)},
+    {"agent", "Devices and the agent protocol (`agent`)", agent_fields, offsetof(struct bw_settings, agent)},
     {NULL, NULL, NULL, 0}};
 
 bool bw_settings_is_host_section(const char *name)
@@ -144,7 +170,12 @@ int bw_settings_load(const bw_config *cfg, struct bw_settings *s, bw_error *err)
 		s->tls.ca_key = under(v, "tls/ca.key");
 	if (!s->database.path)
 		s->database.path = under(v, "bulwark.db");
-	if (!s->tls.certificate || !s->tls.key || !s->tls.ca || !s->tls.ca_key || !s->database.path)
+	if (!s->agent.device_ca)
+		s->agent.device_ca = under(v, "tls/device-ca.pem");
+	if (!s->agent.device_ca_key)
+		s->agent.device_ca_key = under(v, "tls/device-ca.key");
+	if (!s->tls.certificate || !s->tls.key || !s->tls.ca || !s->tls.ca_key || !s->database.path || !s->agent.device_ca ||
+	    !s->agent.device_ca_key)
 		return bw_error_set(err, BW_E_NOMEM, "out of memory");
 	return BW_OK;
 }

@@ -36,6 +36,12 @@ struct bw_settings {
 		int64_t max_failures_per_account, max_failures_per_address, failure_window_ms;
 		bool metrics_require_auth;
 	} admin;
+	struct {
+		char *device_ca, *device_ca_key;
+		int64_t cert_validity_ms, renew_before_ms, checkin_interval_ms, ack_timeout_ms, out_of_sync_after_ms,
+		    events_retention_ms, command_ttl_ms;
+		struct bw_strings trusted_proxies;
+	} agent;
 };
 
 struct bw_settings_section {

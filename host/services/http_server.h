@@ -42,6 +42,11 @@ void bw_http_reply_error(struct evhttp_request *req, int status, const char *cod
 void bw_http_reply_buffer(struct evhttp_request *req, int status, const char *content_type, struct evbuffer *body);
 void bw_http_reply_bytes(struct evhttp_request *req, int status, const char *content_type, const void *data,
                          size_t len);
+/* The verified client certificate of the request's connection, or NULL (borrowed). */
+X509 *bw_http_peer_cert(struct evhttp_request *req);
+/* Data attached to the request's connection (freed with free() when it closes); set replaces. */
+void *bw_http_conn_data(struct evhttp_request *req);
+void bw_http_conn_set_data(struct evhttp_request *req, void *data);
 /* The peer address of a request as text ("127.0.0.1", "::1"). */
 const char *bw_http_peer(struct evhttp_request *req, char *buf, size_t len);
 

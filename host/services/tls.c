@@ -308,3 +308,20 @@ out:
 	X509_free(cert);
 	return rc;
 }
+
+int bw_tls_server_ctx_require_client_ca(SSL_CTX *ctx, X509 *ca, bw_error *err)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+	X509_NAME *name = X509_NAME_dup(X509_get_subject_name(ca));
+	if (!store || !names || !name || X509_STORE_add_cert(store, ca) != 1 || !sk_X509_NAME_push(names, name)) {
+		X509_NAME_free(name);
+		sk_X509_NAME_pop_free(names, X509_NAME_free);
+		return bw_error_set(err, BW_E_TLS, "cannot trust the device CA: %s", ssl_err());
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	X509_VERIFY_PARAM_set_purpose(SSL_CTX_get0_param(ctx), X509_PURPOSE_SSL_CLIENT);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_verify_depth(ctx, 2);
+	return BW_OK;
+}

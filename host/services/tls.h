@@ -17,6 +17,11 @@
  * certificate (with a message naming the file). */
 SSL_CTX *bw_tls_server_ctx_new(const char *cert_file, const char *key_file, bw_error *err);
 
+/* Asks clients for a certificate issued by `ca` (optional: a client without one still
+ * connects, for enrollment; a client with a certificate that does not verify is refused in
+ * the handshake). */
+int bw_tls_server_ctx_require_client_ca(SSL_CTX *ctx, X509 *ca, bw_error *err);
+
 /* Checks one certificate file against the policy above without building a context. */
 int bw_tls_check_certificate(const char *cert_file, bw_error *err);
 
