@@ -123,6 +123,24 @@ class Response:
         return "Response(%d, %r)" % (self.status, self.body if not isinstance(self.body, bytes) else self.raw[:200])
 
 
+def send_request(conn, method, path, json=None, body=None, headers=None):
+    """One request on an open http.client connection -> Response (JSON bodies parsed)."""
+    hdrs = {}
+    if json is not None:
+        body = _json.dumps(json).encode()
+        hdrs["Content-Type"] = "application/json"
+    elif isinstance(body, str):
+        body = body.encode()
+    hdrs.update(headers or {})
+    conn.request(method, path, body=body, headers=hdrs)
+    resp = conn.getresponse()
+    raw = resp.read()
+    parsed = raw
+    if raw and (resp.getheader("Content-Type", "") or "").startswith("application/json"):
+        parsed = _json.loads(raw)
+    return Response(resp.status, resp.headers, parsed, raw)
+
+
 def default_settings(plugin_dir):
     return {
         "server": {"var_dir": "var", "plugin_dir": str(plugin_dir), "shutdown_timeout": "5s"},
@@ -402,6 +420,35 @@ class Server:
             if p["name"] == name:
                 return p
         raise AssertionError("plugin %s not in /healthz: %r" % (name, self.health()))
+
+    # ---- agent listener (the device side)
+
+    @property
+    def agent_url(self):
+        return "https://127.0.0.1:%d" % self.agent_port
+
+    @property
+    def device_ca(self):
+        """The device CA certificate (it signs the devices' client certificates)."""
+        return self.var / "tls" / "device-ca.pem"
+
+    def agent_connection(self, cert=None, timeout=30):
+        """A connection to the agent listener presenting cert = (cert.pem, key.pem), or no
+        client certificate; kept open until closed (for keep-alive tests)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if cert:
+            ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+        return http.client.HTTPSConnection("127.0.0.1", self.agent_port, context=ctx, timeout=timeout)
+
+    def agent_api(self, method, path, json=None, body=None, cert=None, headers=None, conn=None, timeout=30):
+        """One request on the agent listener -> Response; on `conn` when given (left open), else
+        on a new connection with cert = (cert.pem, key.pem) or none."""
+        c = conn or self.agent_connection(cert, timeout=timeout)
+        try:
+            return send_request(c, method, path, json=json, body=body, headers=headers)
+        finally:
+            if conn is None:
+                c.close()
 
     # ---- bulwarkctl
 

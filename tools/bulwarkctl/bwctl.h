@@ -42,6 +42,17 @@ struct bwctl_args {
 	const char *role;
 	const char *expires;
 	const char *limit;
+	/* devices and enrollment */
+	const char *group;
+	const char *uses;
+	const char *note;
+	const char *platform;
+	const char *status;
+	const char *os;
+	const char *device;
+	const char *type;
+	const char *since;
+	const char *until;
 };
 
 /* Prints "bulwarkctl: <message>" on stderr (control characters replaced, since messages can

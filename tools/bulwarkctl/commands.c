@@ -801,3 +801,729 @@ int bwctl_cmd_audit(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	}
 	return list_command(ctx, path, "entries", 8, headers, audit_row);
 }
+
+/* ---- devices and enrollment ---- */
+
+#define MAX_DEVICE_LIST_LIMIT 1000
+#define MAX_KEY_USES          1000000000LL
+
+/* The first of `keys` present in obj, as a cell (the store may name a field either way). */
+static char *cell_any(const json_t *obj, const char *const *keys, const char *if_null)
+{
+	for (; *keys; keys++)
+		if (json_object_get(obj, *keys) && !json_is_null(json_object_get(obj, *keys)))
+			return bwctl_cell(obj, *keys, if_null);
+	return bwctl_xstrdup(if_null);
+}
+
+static char *cell_time_any(const json_t *obj, const char *const *keys, const char *if_null)
+{
+	for (; *keys; keys++)
+		if (json_object_get(obj, *keys) && !json_is_null(json_object_get(obj, *keys)))
+			return bwctl_cell_time(obj, *keys, if_null);
+	return bwctl_xstrdup(if_null);
+}
+
+static const char *const group_keys[] = {"group", "group_name", NULL};
+
+static int parse_limit_opt(const char *value, long max, long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtol(value, &end, 10);
+	if (errno || end == value || *end || value[0] < '0' || value[0] > '9' || *out < 1 || *out > max)
+		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --limit '%s': use a number from 1 to %ld", value, max);
+	return BWCTL_EXIT_OK;
+}
+
+/* A growing query string: "?a=1&b=2", values URL-encoded. */
+static void query_add(char **path, const char *name, const char *value)
+{
+	char *escaped, *next;
+
+	if (!value)
+		return;
+	escaped = bwctl_http_escape(value);
+	next = bwctl_xasprintf("%s%c%s=%s", *path, strchr(*path, '?') ? '&' : '?', name, escaped);
+	bwctl_secure_free(escaped);
+	free(*path);
+	*path = next;
+}
+
+/* A call with a JSON body (may be NULL) whose 2xx answer is handed back. */
+static int send_json(struct bwctl_ctx *ctx, const char *method, const char *path, const json_t *body,
+                     struct bwctl_reply *reply)
+{
+	struct bwctl_call call = {.method = method, .path = path, .body = body, .flags = BWCTL_API_AUTH};
+
+	return bwctl_api_call(ctx, &call, reply);
+}
+
+/* "/api/v1/<collection>/<escaped id><suffix>" after checking the id is a usable segment. */
+static int object_path(const char *collection, const char *what, const char *id, const char *suffix, char **path)
+{
+	char *escaped;
+	int rc = check_segment(what, id);
+
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	escaped = bwctl_http_escape(id);
+	*path = bwctl_xasprintf("/api/v1/%s/%s%s", collection, escaped, suffix);
+	bwctl_secure_free(escaped);
+	return BWCTL_EXIT_OK;
+}
+
+static int cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Every top-level field of an object as "key: value", sorted; times in local time. */
+static void print_object(const json_t *obj)
+{
+	const char *key;
+	const json_t *value;
+	size_t width = 0, n = json_object_size(obj), i = 0;
+	const char **keys = bwctl_xmalloc(sizeof *keys * (n ? n : 1));
+
+	json_object_foreach((json_t *)obj, key, value)
+	{
+		keys[i++] = key;
+		if (strlen(key) > width)
+			width = strlen(key);
+	}
+	qsort(keys, n, sizeof *keys, cmp_keys);
+	for (i = 0; i < n; i++) {
+		size_t len = strlen(keys[i]);
+		bool is_time = strcmp(keys[i], "at") == 0 || strcmp(keys[i], "last_seen") == 0 ||
+		               strcmp(keys[i], "cert_not_after") == 0 ||
+		               (len > 3 && strcmp(keys[i] + len - 3, "_at") == 0);
+		char *k = clean(keys[i]);
+		char *v = is_time ? bwctl_cell_time(obj, keys[i], "-") : bwctl_cell(obj, keys[i], "-");
+
+		printf("%s:%*s %s\n", k, (int)(width - len), "", v);
+		free(k);
+		free(v);
+	}
+	free(keys);
+}
+
+/* GET one object and show it as a block (or --json). */
+static int show_command(struct bwctl_ctx *ctx, const char *path)
+{
+	struct bwctl_reply reply;
+	int rc = get_json(ctx, path, &reply);
+
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	if (!json_is_object(reply.json)) {
+		rc = unexpected(ctx, "not a JSON object");
+		goto out;
+	}
+	if (ctx->json)
+		bwctl_print_json(reply.json);
+	else
+		print_object(reply.json);
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+/* ---- enrollment keys ---- */
+
+int bwctl_cmd_keys_create(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_reply reply = {0};
+	long long expires_in = 0, uses = 0;
+	json_t *body;
+	int rc;
+
+	if (args->group && (strlen(args->group) > 128 || strpbrk(args->group, "\t\r\n")))
+		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --group: use 1 to 128 characters on one line");
+	if (args->uses) {
+		char *end;
+
+		errno = 0;
+		uses = strtoll(args->uses, &end, 10);
+		if (errno || end == args->uses || *end || args->uses[0] < '0' || args->uses[0] > '9' || uses < 1 ||
+		    uses > MAX_KEY_USES)
+			return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --uses '%s': use a number from 1 to %lld",
+			                  args->uses, MAX_KEY_USES);
+	}
+	if (args->expires && !bwctl_parse_duration(args->expires, &expires_in))
+		return bwctl_fail(BWCTL_EXIT_USAGE,
+		                  "invalid --expires '%s': use a positive number with s, m, h, d or w (e.g. 30d, 12h, "
+		                  "90m, 3600s), at most ten years",
+		                  args->expires);
+	body = json_object();
+	if (args->group)
+		json_object_set_new(body, "group", json_string(args->group));
+	if (args->uses)
+		json_object_set_new(body, "max_uses", json_integer(uses));
+	if (args->expires)
+		json_object_set_new(body, "expires_in", json_integer(expires_in));
+	if (args->group && !json_object_get(body, "group")) {
+		json_decref(body);
+		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --group: not valid UTF-8");
+	}
+	rc = send_json(ctx, "POST", "/api/v1/enrollment/keys", body, &reply);
+	json_decref(body);
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	if (!json_is_string(json_object_get(reply.json, "key"))) {
+		rc = unexpected(ctx, "no \"key\" in the new enrollment key");
+		goto out;
+	}
+	if (ctx->json) {
+		bwctl_print_json(reply.json);
+	} else {
+		char *id = bwctl_cell(reply.json, "id", "?"), *group = bwctl_cell(reply.json, "group", "none");
+		char *max = bwctl_cell(reply.json, "max_uses", "unlimited");
+		char *expires = zoned_time(reply.json, "expires_at", "never");
+		char *key = clean(str(reply.json, "key"));
+
+		printf("Created enrollment key (id %s, group %s, uses %s, expires %s):\n", id, group, max, expires);
+		/* The one place the key is shown: only its digest is stored. */
+		printf("%s\n", key);
+		free(id);
+		free(group);
+		free(max);
+		free(expires);
+		free(key);
+	}
+	fflush(stdout);
+	bwctl_warn("hand out or store this key now: it cannot be shown again");
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+static void key_row(const json_t *k, char **cells)
+{
+	static const char *const revoked_keys[] = {"revoked_at", "revoked", NULL};
+
+	cells[0] = bwctl_cell(k, "id", "-");
+	cells[1] = bwctl_cell(k, "prefix", "-");
+	cells[2] = cell_any(k, group_keys, "-");
+	cells[3] = bwctl_cell(k, "uses", "0");
+	cells[4] = bwctl_cell(k, "max_uses", "unlimited");
+	cells[5] = bwctl_cell_time(k, "created_at", "-");
+	cells[6] = bwctl_cell_time(k, "expires_at", "never");
+	cells[7] = cell_time_any(k, revoked_keys, "no");
+}
+
+int bwctl_cmd_keys_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"ID",       "PREFIX",  "GROUP",   "USES",
+	                                      "MAX USES", "CREATED", "EXPIRES", "REVOKED"};
+
+	(void)args;
+	return list_command(ctx, "/api/v1/enrollment/keys", "keys", 8, headers, key_row);
+}
+
+int bwctl_cmd_keys_revoke(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return delete_command(ctx, "enrollment/keys", "key id", args->pos[0], "Revoked enrollment key");
+}
+
+/* ---- invitations and outbox ---- */
+
+int bwctl_cmd_invitations_create(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_reply reply = {0};
+	const char *email = args->pos[0];
+	long long expires_in = 0;
+	json_t *body;
+	int rc;
+
+	if (!email[0] || !strchr(email, '@'))
+		return bwctl_fail(BWCTL_EXIT_USAGE, "'%s' is not an e-mail address", email);
+	if (args->expires && !bwctl_parse_duration(args->expires, &expires_in))
+		return bwctl_fail(BWCTL_EXIT_USAGE,
+		                  "invalid --expires '%s': use a positive number with s, m, h, d or w (e.g. 7d, 12h)",
+		                  args->expires);
+	body = json_pack("{s:s}", "email", email);
+	if (!body)
+		return bwctl_fail(BWCTL_EXIT_USAGE, "the e-mail address is not valid UTF-8");
+	if (args->expires)
+		json_object_set_new(body, "expires_in", json_integer(expires_in));
+	rc = send_json(ctx, "POST", "/api/v1/enrollment/invitations", body, &reply);
+	json_decref(body);
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	if (ctx->json) {
+		bwctl_print_json(reply.json);
+	} else {
+		char *id = bwctl_cell(reply.json, "id", "?"), *to = bwctl_cell(reply.json, "email", email);
+		char *expires = zoned_time(reply.json, "expires_at", "never");
+
+		printf("Invited %s (id %s, expires %s); the message is in the outbox\n", to, id, expires);
+		free(id);
+		free(to);
+		free(expires);
+	}
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+static void invitation_row(const json_t *i, char **cells)
+{
+	static const char *const used_keys[] = {"used_at", "used", NULL};
+
+	cells[0] = bwctl_cell(i, "id", "-");
+	cells[1] = bwctl_cell(i, "email", "-");
+	cells[2] = bwctl_cell_time(i, "created_at", "-");
+	cells[3] = bwctl_cell_time(i, "expires_at", "never");
+	cells[4] = cell_time_any(i, used_keys, "no");
+}
+
+int bwctl_cmd_invitations_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"ID", "EMAIL", "CREATED", "EXPIRES", "USED"};
+
+	(void)args;
+	return list_command(ctx, "/api/v1/enrollment/invitations", "invitations", 5, headers, invitation_row);
+}
+
+static void outbox_row(const json_t *m, char **cells)
+{
+	static const char *const to_keys[] = {"to", "recipient", "email", NULL};
+	static const char *const sent_keys[] = {"sent_at", "status", NULL};
+
+	cells[0] = bwctl_cell(m, "id", "-");
+	cells[1] = cell_any(m, to_keys, "-");
+	cells[2] = bwctl_cell(m, "subject", "-");
+	cells[3] = bwctl_cell_time(m, "created_at", "-");
+	cells[4] = cell_time_any(m, sent_keys, "not yet");
+}
+
+int bwctl_cmd_outbox(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"ID", "TO", "SUBJECT", "CREATED", "SENT"};
+
+	(void)args;
+	return list_command(ctx, "/api/v1/enrollment/outbox", "messages", 5, headers, outbox_row);
+}
+
+/* ---- allowlist ---- */
+
+static int check_kind(const char *kind)
+{
+	if (strcmp(kind, "imei") != 0 && strcmp(kind, "meid") != 0 && strcmp(kind, "wifi_mac") != 0)
+		return bwctl_fail(BWCTL_EXIT_USAGE, "unknown kind '%s' (use imei, meid or wifi_mac)", kind);
+	return BWCTL_EXIT_OK;
+}
+
+int bwctl_cmd_allowlist_add(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_reply reply = {0};
+	const char *kind = args->pos[0], *value = args->pos[1];
+	json_t *body;
+	int rc = check_kind(kind);
+
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	body = json_pack("{s:s, s:s}", "kind", kind, "value", value);
+	if (body && args->note)
+		json_object_set_new(body, "note", json_string(args->note));
+	if (!body || (args->note && !json_object_get(body, "note"))) {
+		json_decref(body);
+		return bwctl_fail(BWCTL_EXIT_USAGE, "the value or note is not valid UTF-8");
+	}
+	rc = send_json(ctx, "POST", "/api/v1/enrollment/allowlist", body, &reply);
+	json_decref(body);
+	if (rc == BWCTL_EXIT_OK) {
+		if (ctx->json) {
+			bwctl_print_json(reply.json);
+		} else {
+			char *v = bwctl_cell(reply.json, "value", value), *k = clean(kind);
+
+			printf("Added %s %s to the allowlist\n", k, v);
+			free(v);
+			free(k);
+		}
+	}
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+int bwctl_cmd_allowlist_remove(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_call call = {.method = "DELETE", .flags = BWCTL_API_AUTH};
+	struct bwctl_reply reply;
+	const char *kind = args->pos[0], *value = args->pos[1];
+	char *escaped, *path;
+	int rc = check_kind(kind);
+
+	if (rc == BWCTL_EXIT_OK)
+		rc = check_segment("value", value);
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	escaped = bwctl_http_escape(value);
+	path = bwctl_xasprintf("/api/v1/enrollment/allowlist/%s/%s", kind, escaped);
+	call.path = path;
+	rc = bwctl_api_call(ctx, &call, &reply);
+	if (rc == BWCTL_EXIT_OK && !ctx->json) {
+		char *v = clean(value);
+
+		printf("Removed %s %s from the allowlist\n", kind, v);
+		free(v);
+	}
+	bwctl_reply_free(&reply);
+	free(path);
+	bwctl_secure_free(escaped);
+	return rc;
+}
+
+static void allowlist_row(const json_t *e, char **cells)
+{
+	cells[0] = bwctl_cell(e, "kind", "-");
+	cells[1] = bwctl_cell(e, "value", "-");
+	cells[2] = bwctl_cell(e, "note", "-");
+	cells[3] = bwctl_cell_time(e, "created_at", "-");
+}
+
+int bwctl_cmd_allowlist_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"KIND", "VALUE", "NOTE", "ADDED"};
+	struct bwctl_reply reply;
+	const json_t *entries, *item;
+	size_t i;
+	int rc = get_json(ctx, "/api/v1/enrollment/allowlist", &reply);
+
+	(void)args;
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	entries = json_object_get(reply.json, "entries");
+	if (!json_is_array(entries) || !json_is_boolean(json_object_get(reply.json, "enabled"))) {
+		rc = unexpected(ctx, "no \"enabled\" and \"entries\" in the allowlist");
+		goto out;
+	}
+	if (ctx->json) {
+		bwctl_print_json(reply.json);
+	} else {
+		struct bwctl_table *t = bwctl_table_new(4, headers);
+
+		printf("Allowlist: %s\n\n", json_is_true(json_object_get(reply.json, "enabled"))
+		                                ? "enabled (only listed devices may enroll)"
+		                                : "disabled (any device with a valid key or invitation may enroll)");
+		json_array_foreach(entries, i, item)
+		{
+			char *cells[4];
+
+			if (!json_is_object(item))
+				continue;
+			allowlist_row(item, cells);
+			bwctl_table_add_owned(t, cells);
+		}
+		bwctl_table_print(t, stdout);
+		bwctl_table_free(t);
+	}
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+static int allowlist_set(struct bwctl_ctx *ctx, bool on)
+{
+	struct bwctl_reply reply;
+	json_t *body = json_pack("{s:b}", "enabled", on);
+	int rc = send_json(ctx, "PUT", "/api/v1/enrollment/allowlist/enabled", body, &reply);
+
+	json_decref(body);
+	if (rc == BWCTL_EXIT_OK) {
+		if (ctx->json)
+			bwctl_print_json(reply.json);
+		else if (on)
+			printf("Allowlist enabled: only devices on the list may enroll\n");
+		else
+			printf("Allowlist disabled: devices enroll without being on the list\n");
+	}
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+int bwctl_cmd_allowlist_enable(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	(void)args;
+	return allowlist_set(ctx, true);
+}
+
+int bwctl_cmd_allowlist_disable(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	(void)args;
+	return allowlist_set(ctx, false);
+}
+
+static void refusal_row(const json_t *r, char **cells)
+{
+	cells[0] = bwctl_cell_time(r, "at", "-");
+	cells[1] = bwctl_cell(r, "address", "-");
+	cells[2] = bwctl_cell(r, "reason", "-");
+	cells[3] = bwctl_cell(r, "detail", "-");
+}
+
+int bwctl_cmd_refusals(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"TIME", "ADDRESS", "REASON", "DETAIL"};
+	char path[64] = "/api/v1/enrollment/refusals";
+	long n;
+
+	if (args->limit) {
+		int rc = parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
+
+		if (rc != BWCTL_EXIT_OK)
+			return rc;
+		snprintf(path, sizeof path, "/api/v1/enrollment/refusals?limit=%ld", n);
+	}
+	return list_command(ctx, path, "refusals", 4, headers, refusal_row);
+}
+
+/* ---- devices ---- */
+
+static void device_row(const json_t *d, char **cells)
+{
+	cells[0] = bwctl_cell(d, "id", "-");
+	cells[1] = bwctl_cell(d, "platform", "-");
+	cells[2] = bwctl_cell(d, "status", "-");
+	cells[3] = bwctl_cell(d, "os_version", "-");
+	cells[4] = bwctl_cell(d, "model", "-");
+	cells[5] = cell_any(d, group_keys, "-");
+	cells[6] = bwctl_cell_time(d, "last_seen", "never");
+}
+
+int bwctl_cmd_devices_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"ID", "PLATFORM", "STATUS", "OS", "MODEL", "GROUP", "LAST SEEN"};
+	char *path;
+	char limit[24];
+	long n;
+	int rc;
+
+	if (args->platform && strcmp(args->platform, "android") != 0 && strcmp(args->platform, "ios") != 0)
+		return bwctl_fail(BWCTL_EXIT_USAGE, "unknown platform '%s' (use android or ios)", args->platform);
+	if (args->status && strcmp(args->status, "active") != 0 && strcmp(args->status, "unregistered") != 0 &&
+	    strcmp(args->status, "wiped") != 0)
+		return bwctl_fail(BWCTL_EXIT_USAGE, "unknown status '%s' (use active, unregistered or wiped)",
+		                  args->status);
+	if (args->os && !strchr("<>=", args->os[0]))
+		return bwctl_fail(BWCTL_EXIT_USAGE,
+		                  "invalid --os '%s': use an operator (<, <=, =, >=, >) and a version, e.g. \">=12.1\"",
+		                  args->os);
+	if (args->limit) {
+		rc = parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
+		if (rc != BWCTL_EXIT_OK)
+			return rc;
+		snprintf(limit, sizeof limit, "%ld", n);
+	}
+	path = bwctl_xstrdup("/api/v1/devices");
+	query_add(&path, "platform", args->platform);
+	query_add(&path, "status", args->status);
+	query_add(&path, "group", args->group);
+	query_add(&path, "os", args->os);
+	query_add(&path, "limit", args->limit ? limit : NULL);
+	rc = list_command(ctx, path, "devices", 7, headers, device_row);
+	free(path);
+	return rc;
+}
+
+int bwctl_cmd_devices_show(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	char *path;
+	int rc = object_path("devices", "device id", args->pos[0], "", &path);
+
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	rc = show_command(ctx, path);
+	free(path);
+	return rc;
+}
+
+static int queue_command(struct bwctl_ctx *ctx, const char *device, const char *type)
+{
+	struct bwctl_reply reply = {0};
+	char *path;
+	json_t *body;
+	int rc = object_path("devices", "device id", device, "/commands", &path);
+
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	body = json_pack("{s:s}", "type", type);
+	rc = send_json(ctx, "POST", path, body, &reply);
+	json_decref(body);
+	free(path);
+	if (rc != BWCTL_EXIT_OK)
+		goto out;
+	if (!json_is_string(json_object_get(reply.json, "id"))) {
+		rc = unexpected(ctx, "no \"id\" for the queued command");
+		goto out;
+	}
+	if (ctx->json) {
+		bwctl_print_json(reply.json);
+	} else {
+		char *id = clean(str(reply.json, "id")), *dev = clean(device);
+
+		if (json_is_true(json_object_get(reply.json, "merged")))
+			printf("Merged with the open %s command %s for device %s\n", type, id, dev);
+		else
+			printf("Queued %s for device %s: command %s\n", type, dev, id);
+		free(id);
+		free(dev);
+	}
+out:
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+int bwctl_cmd_devices_lock(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return queue_command(ctx, args->pos[0], "lock");
+}
+
+int bwctl_cmd_devices_wipe(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return queue_command(ctx, args->pos[0], "wipe");
+}
+
+int bwctl_cmd_devices_locate(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return queue_command(ctx, args->pos[0], "locate");
+}
+
+int bwctl_cmd_devices_scan(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return queue_command(ctx, args->pos[0], "scan");
+}
+
+int bwctl_cmd_devices_update(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return queue_command(ctx, args->pos[0], "update");
+}
+
+int bwctl_cmd_devices_sync(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return queue_command(ctx, args->pos[0], "sync_policy");
+}
+
+int bwctl_cmd_devices_unenroll(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	struct bwctl_reply reply = {0};
+	char *path;
+	int rc = object_path("devices", "device id", args->pos[0], "/unenroll", &path);
+
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	rc = send_json(ctx, "POST", path, NULL, &reply);
+	free(path);
+	if (rc == BWCTL_EXIT_OK) {
+		if (ctx->json) {
+			bwctl_print_json(reply.json);
+		} else {
+			char *dev = clean(args->pos[0]);
+
+			printf("Unenrolled device %s (its certificate is revoked)\n", dev);
+			free(dev);
+		}
+	}
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
+/* ---- commands ---- */
+
+static void command_row(const json_t *c, char **cells)
+{
+	static const char *const state_keys[] = {"state", "status", NULL};
+
+	cells[0] = bwctl_cell(c, "id", "-");
+	cells[1] = bwctl_cell(c, "type", "-");
+	cells[2] = cell_any(c, state_keys, "-");
+	cells[3] = bwctl_cell(c, "created_by", "-");
+	cells[4] = bwctl_cell_time(c, "created_at", "-");
+	cells[5] = bwctl_cell_time(c, "expires_at", "-");
+	cells[6] = bwctl_cell(c, "error", "-");
+}
+
+int bwctl_cmd_commands_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"ID", "TYPE", "STATE", "BY", "CREATED", "EXPIRES", "ERROR"};
+	char *path;
+	int rc = object_path("devices", "device id", args->pos[0], "/commands", &path);
+
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	rc = list_command(ctx, path, "commands", 7, headers, command_row);
+	free(path);
+	return rc;
+}
+
+int bwctl_cmd_commands_show(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	char *path;
+	int rc = object_path("commands", "command id", args->pos[0], "", &path);
+
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	rc = show_command(ctx, path);
+	free(path);
+	return rc;
+}
+
+int bwctl_cmd_commands_cancel(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	return delete_command(ctx, "commands", "command id", args->pos[0], "Cancelled command");
+}
+
+/* ---- device event logs ---- */
+
+static bool time_arg_ok(const char *s)
+{
+	time_t t;
+
+	if (s[0] >= '0' && s[0] <= '9' && strspn(s, "0123456789") == strlen(s))
+		return strlen(s) <= 12;
+	return bwctl_parse_rfc3339(s, &t);
+}
+
+static void event_row(const json_t *e, char **cells)
+{
+	static const char *const device_keys[] = {"device_id", "device", NULL};
+
+	cells[0] = bwctl_cell(e, "id", "-");
+	cells[1] = bwctl_cell_time(e, "at", "-");
+	cells[2] = cell_any(e, device_keys, "-");
+	cells[3] = bwctl_cell(e, "type", "-");
+	cells[4] = bwctl_cell(e, "data", "-");
+}
+
+int bwctl_cmd_logs(struct bwctl_ctx *ctx, const struct bwctl_args *args)
+{
+	static const char *const headers[] = {"ID", "TIME", "DEVICE", "TYPE", "DATA"};
+	char *path, limit[24];
+	long n;
+	int rc;
+
+	if (args->since && !time_arg_ok(args->since))
+		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --since '%s': use Unix seconds or an RFC 3339 time",
+		                  args->since);
+	if (args->until && !time_arg_ok(args->until))
+		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --until '%s': use Unix seconds or an RFC 3339 time",
+		                  args->until);
+	if (args->limit) {
+		rc = parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
+		if (rc != BWCTL_EXIT_OK)
+			return rc;
+		snprintf(limit, sizeof limit, "%ld", n);
+	}
+	path = bwctl_xstrdup("/api/v1/logs");
+	query_add(&path, "device", args->device);
+	query_add(&path, "type", args->type);
+	query_add(&path, "since", args->since);
+	query_add(&path, "until", args->until);
+	query_add(&path, "limit", args->limit ? limit : NULL);
+	rc = list_command(ctx, path, "events", 5, headers, event_row);
+	free(path);
+	return rc;
+}

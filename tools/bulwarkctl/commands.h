@@ -21,6 +21,33 @@ int bwctl_cmd_tokens_revoke(struct bwctl_ctx *ctx, const struct bwctl_args *args
 int bwctl_cmd_db_backup(struct bwctl_ctx *ctx, const struct bwctl_args *args);
 int bwctl_cmd_audit(struct bwctl_ctx *ctx, const struct bwctl_args *args);
 
+/* Devices and enrollment. */
+int bwctl_cmd_keys_create(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_keys_list(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_keys_revoke(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_invitations_create(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_invitations_list(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_outbox(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_allowlist_add(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_allowlist_remove(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_allowlist_list(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_allowlist_enable(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_allowlist_disable(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_refusals(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_list(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_show(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_lock(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_wipe(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_locate(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_scan(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_update(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_sync(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_unenroll(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_commands_list(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_commands_show(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_commands_cancel(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_logs(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+
 /* "30d", "12h", "90m", "3600s" or plain seconds; at most ten years. */
 bool bwctl_parse_duration(const char *s, long long *seconds);
 

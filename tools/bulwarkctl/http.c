@@ -239,10 +239,13 @@ int bwctl_http_perform(const struct bwctl_http_request *req, struct bwctl_http_r
 		rc = curl_easy_setopt(x.curl, CURLOPT_HEADERDATA, &x);
 	if (rc == CURLE_OK && strcmp(req->method, "GET") == 0) {
 		rc = curl_easy_setopt(x.curl, CURLOPT_HTTPGET, 1L);
-	} else if (rc == CURLE_OK && strcmp(req->method, "POST") == 0) {
+	} else if (rc == CURLE_OK && (strcmp(req->method, "POST") == 0 || req->body)) {
 		rc = curl_easy_setopt(x.curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(req->body ? req->body_len : 0));
 		if (rc == CURLE_OK)
 			rc = curl_easy_setopt(x.curl, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		/* PUT with a body: sent like a POST body under another method name. */
+		if (rc == CURLE_OK && strcmp(req->method, "POST") != 0)
+			rc = curl_easy_setopt(x.curl, CURLOPT_CUSTOMREQUEST, req->method);
 	} else if (rc == CURLE_OK) {
 		rc = curl_easy_setopt(x.curl, CURLOPT_CUSTOMREQUEST, req->method);
 	}

@@ -16,7 +16,7 @@ typedef bool (*bwctl_http_sink_fn)(void *arg, const char *data, size_t len, bw_e
 struct bwctl_http_request {
 	const char *server;  /* base URL, e.g. https://127.0.0.1:8444 */
 	const char *ca_file; /* NULL: system trust store */
-	const char *method;  /* "GET", "POST" or "DELETE" */
+	const char *method;  /* "GET", "POST", "PUT" or "DELETE" */
 	const char *path;    /* starts with '/', already URL-encoded */
 	const char *token;   /* NULL: no Authorization header */
 	const char *body;    /* JSON request body, or NULL */

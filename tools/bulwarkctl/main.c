@@ -32,17 +32,38 @@ enum {
 	OPT_JSON = 1u << 7,
 	OPT_HELP = 1u << 8,
 	OPT_VERSION = 1u << 9,
+	OPT_GROUP = 1u << 10,
+	OPT_USES = 1u << 11,
+	OPT_NOTE = 1u << 12,
+	OPT_PLATFORM = 1u << 13,
+	OPT_STATUS = 1u << 14,
+	OPT_OS = 1u << 15,
+	OPT_DEVICE = 1u << 16,
+	OPT_TYPE = 1u << 17,
+	OPT_SINCE = 1u << 18,
+	OPT_UNTIL = 1u << 19,
 };
+
+/* The options that belong to commands (checked against each command's mask). */
+#define COMMAND_OPTIONS                                                                                                \
+	(OPT_USER | OPT_ROLE | OPT_EXPIRES | OPT_LIMIT | OPT_GROUP | OPT_USES | OPT_NOTE | OPT_PLATFORM | OPT_STATUS | \
+	 OPT_OS | OPT_DEVICE | OPT_TYPE | OPT_SINCE | OPT_UNTIL)
 
 static const struct option_def {
 	const char *name;
 	unsigned id;
 	bool has_value;
 } option_defs[] = {
-    {"server", OPT_SERVER, true}, {"ca", OPT_CA, true},      {"token", OPT_TOKEN, true},
-    {"json", OPT_JSON, false},    {"help", OPT_HELP, false}, {"version", OPT_VERSION, false},
-    {"user", OPT_USER, true},     {"role", OPT_ROLE, true},  {"expires", OPT_EXPIRES, true},
-    {"limit", OPT_LIMIT, true},
+    {"server", OPT_SERVER, true},   {"ca", OPT_CA, true},
+    {"token", OPT_TOKEN, true},     {"json", OPT_JSON, false},
+    {"help", OPT_HELP, false},      {"version", OPT_VERSION, false},
+    {"user", OPT_USER, true},       {"role", OPT_ROLE, true},
+    {"expires", OPT_EXPIRES, true}, {"limit", OPT_LIMIT, true},
+    {"group", OPT_GROUP, true},     {"uses", OPT_USES, true},
+    {"note", OPT_NOTE, true},       {"platform", OPT_PLATFORM, true},
+    {"status", OPT_STATUS, true},   {"os", OPT_OS, true},
+    {"device", OPT_DEVICE, true},   {"type", OPT_TYPE, true},
+    {"since", OPT_SINCE, true},     {"until", OPT_UNTIL, true},
 };
 
 static const struct command {
@@ -67,6 +88,35 @@ static const struct command {
     {"tokens", "revoke", 1, 1, 0, bwctl_cmd_tokens_revoke, "tokens revoke ID"},
     {"db", "backup", 1, 1, 0, bwctl_cmd_db_backup, "db backup FILE"},
     {"audit", NULL, 0, 0, OPT_LIMIT, bwctl_cmd_audit, "audit [--limit N]"},
+    {"keys", "create", 0, 0, OPT_GROUP | OPT_USES | OPT_EXPIRES, bwctl_cmd_keys_create,
+     "keys create [--group GROUP] [--uses N] [--expires DURATION]"},
+    {"keys", "list", 0, 0, 0, bwctl_cmd_keys_list, "keys list"},
+    {"keys", "revoke", 1, 1, 0, bwctl_cmd_keys_revoke, "keys revoke ID"},
+    {"invitations", "create", 1, 1, OPT_EXPIRES, bwctl_cmd_invitations_create,
+     "invitations create EMAIL [--expires DURATION]"},
+    {"invitations", "list", 0, 0, 0, bwctl_cmd_invitations_list, "invitations list"},
+    {"outbox", NULL, 0, 0, 0, bwctl_cmd_outbox, "outbox"},
+    {"allowlist", "add", 2, 2, OPT_NOTE, bwctl_cmd_allowlist_add, "allowlist add KIND VALUE [--note TEXT]"},
+    {"allowlist", "remove", 2, 2, 0, bwctl_cmd_allowlist_remove, "allowlist remove KIND VALUE"},
+    {"allowlist", "list", 0, 0, 0, bwctl_cmd_allowlist_list, "allowlist list"},
+    {"allowlist", "enable", 0, 0, 0, bwctl_cmd_allowlist_enable, "allowlist enable"},
+    {"allowlist", "disable", 0, 0, 0, bwctl_cmd_allowlist_disable, "allowlist disable"},
+    {"refusals", NULL, 0, 0, OPT_LIMIT, bwctl_cmd_refusals, "refusals [--limit N]"},
+    {"devices", "list", 0, 0, OPT_PLATFORM | OPT_STATUS | OPT_GROUP | OPT_OS | OPT_LIMIT, bwctl_cmd_devices_list,
+     "devices list [--platform P] [--status S] [--group G] [--os \">=12.1\"] [--limit N]"},
+    {"devices", "show", 1, 1, 0, bwctl_cmd_devices_show, "devices show ID"},
+    {"devices", "lock", 1, 1, 0, bwctl_cmd_devices_lock, "devices lock ID"},
+    {"devices", "wipe", 1, 1, 0, bwctl_cmd_devices_wipe, "devices wipe ID"},
+    {"devices", "locate", 1, 1, 0, bwctl_cmd_devices_locate, "devices locate ID"},
+    {"devices", "scan", 1, 1, 0, bwctl_cmd_devices_scan, "devices scan ID"},
+    {"devices", "update", 1, 1, 0, bwctl_cmd_devices_update, "devices update ID"},
+    {"devices", "sync", 1, 1, 0, bwctl_cmd_devices_sync, "devices sync ID"},
+    {"devices", "unenroll", 1, 1, 0, bwctl_cmd_devices_unenroll, "devices unenroll ID"},
+    {"commands", "list", 1, 1, 0, bwctl_cmd_commands_list, "commands list DEVICE"},
+    {"commands", "show", 1, 1, 0, bwctl_cmd_commands_show, "commands show COMMAND"},
+    {"commands", "cancel", 1, 1, 0, bwctl_cmd_commands_cancel, "commands cancel COMMAND"},
+    {"logs", NULL, 0, 0, OPT_DEVICE | OPT_TYPE | OPT_SINCE | OPT_UNTIL | OPT_LIMIT, bwctl_cmd_logs,
+     "logs [--device ID] [--type TYPE] [--since TIME] [--until TIME] [--limit N]"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -103,7 +153,33 @@ static void print_help(void)
 	      "  tokens revoke ID              revoke an API token\n"
 	      "  db backup FILE                download a copy of the database to FILE\n"
 	      "  audit [--limit N]             show the latest audit log entries\n"
-	      "  help                          show this help\n",
+	      "  help                          show this help\n"
+	      "\nDevices and enrollment:\n"
+	      "  keys create [--group G] [--uses N] [--expires DURATION]\n"
+	      "                                create an enrollment key (printed once)\n"
+	      "  keys list                     list enrollment keys (never the keys themselves)\n"
+	      "  keys revoke ID                revoke an enrollment key\n"
+	      "  invitations create EMAIL [--expires DURATION]\n"
+	      "                                invite EMAIL to enroll (the mail goes to the outbox)\n"
+	      "  invitations list              list invitations\n"
+	      "  outbox                        list the mail waiting to be sent (--json shows the texts)\n"
+	      "  allowlist add KIND VALUE [--note TEXT]\n"
+	      "                                allow a device; KIND is imei, meid or wifi_mac\n"
+	      "  allowlist remove KIND VALUE   remove a device from the allowlist\n"
+	      "  allowlist list                show the allowlist and whether it is enforced\n"
+	      "  allowlist enable|disable      enforce the allowlist at enrollment, or stop enforcing it\n"
+	      "  refusals [--limit N]          show refused enrollments\n"
+	      "  devices list [--platform P] [--status S] [--group G] [--os OPVERSION] [--limit N]\n"
+	      "                                list devices; OPVERSION like \">=12.1\" (<, <=, =, >=, >)\n"
+	      "  devices show ID               show one device\n"
+	      "  devices lock|wipe|locate|scan|update|sync ID\n"
+	      "                                queue a command for a device; prints the command id\n"
+	      "  devices unenroll ID           unenroll a device and revoke its certificate\n"
+	      "  commands list DEVICE          list a device's commands\n"
+	      "  commands show COMMAND         show one command and its result\n"
+	      "  commands cancel COMMAND       cancel a command that has not finished\n"
+	      "  logs [--device ID] [--type T] [--since TIME] [--until TIME] [--limit N]\n"
+	      "                                show device event logs (TIME: Unix seconds or RFC 3339)\n",
 	      stdout);
 	fputs("\nOptions (before or after the command):\n"
 	      "  --server URL    server admin URL (env BULWARK_SERVER; default " BWCTL_DEFAULT_SERVER ")\n"
@@ -170,6 +246,36 @@ static void store_option(struct cmdline *cl, unsigned id, const char *value)
 		break;
 	case OPT_LIMIT:
 		cl->args.limit = value;
+		break;
+	case OPT_GROUP:
+		cl->args.group = value;
+		break;
+	case OPT_USES:
+		cl->args.uses = value;
+		break;
+	case OPT_NOTE:
+		cl->args.note = value;
+		break;
+	case OPT_PLATFORM:
+		cl->args.platform = value;
+		break;
+	case OPT_STATUS:
+		cl->args.status = value;
+		break;
+	case OPT_OS:
+		cl->args.os = value;
+		break;
+	case OPT_DEVICE:
+		cl->args.device = value;
+		break;
+	case OPT_TYPE:
+		cl->args.type = value;
+		break;
+	case OPT_SINCE:
+		cl->args.since = value;
+		break;
+	case OPT_UNTIL:
+		cl->args.until = value;
 		break;
 	default:
 		break;
@@ -393,7 +499,7 @@ static int run(int argc, char **argv)
 	if (!cmd)
 		return BWCTL_EXIT_USAGE;
 
-	bad = cl.seen & (OPT_USER | OPT_ROLE | OPT_EXPIRES | OPT_LIMIT) & ~cmd->options;
+	bad = cl.seen & COMMAND_OPTIONS & ~cmd->options;
 	for (size_t i = 0; bad && i < sizeof option_defs / sizeof option_defs[0]; i++)
 		if (bad & option_defs[i].id)
 			return usage_error(cmd, "option --%s does not apply to '%s%s%s'", option_defs[i].name,
