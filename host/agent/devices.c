@@ -172,9 +172,33 @@ struct bw_reg_device *bw_registry_find(bw_registry *r, const char *id)
 	return found ? d : NULL;
 }
 
+static void emit_status(bw_registry *r, const char *id, const char *from, const char *to, const char *reason)
+{
+	bw_events_emit(r->h->events, "device.status_changed",
+	               json_pack("{s:s, s:s, s:s, s:s}", "device_id", id, "from", from, "to", to, "reason", reason), NULL);
+}
+
+size_t bw_registry_mark_out_of_sync(bw_registry *r, int64_t before)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < r->cap; i++) {
+		struct bw_reg_device *d = &r->slots[i];
+		if (d->id[0] && d->status == BW_DEV_ACTIVE && !d->out_of_sync && d->last_seen < before) {
+			d->out_of_sync = true;
+			emit_status(r, d->id, "active", "out_of_sync", "not seen within agent.out_of_sync_after");
+			n++;
+		}
+	}
+	return n;
+}
+
 void bw_registry_seen(bw_registry *r, struct bw_reg_device *d, int64_t now)
 {
 	d->last_seen = now;
+	if (d->out_of_sync) {
+		d->out_of_sync = false;
+		emit_status(r, d->id, "out_of_sync", "active", "checked in");
+	}
 	if (d->dirty)
 		return;
 	if (r->ndirty == r->dirty_cap) {

@@ -7,6 +7,7 @@
 #include "loader.h"
 #include "log.h"
 #include "router.h"
+#include "store_devices.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -109,6 +110,11 @@ static void refresh_gauges(struct bw_host *h)
 	bw_metric_set(h->m.events_dropped, NULL, (double)bw_events_dropped(h->events));
 	bw_metric_set(h->m.plugins_failed, NULL, (double)bw_plugins_failed(h->plugins));
 	bw_metric_set(h->m.uptime, NULL, (double)(time(NULL) - h->started_at));
+	int64_t open = 0, oldest = 0;
+	if (bw_store_command_stats(h->store, (int64_t)time(NULL), &open, &oldest, NULL) == BW_OK) {
+		bw_metric_set(h->m.commands_open, NULL, (double)open);
+		bw_metric_set(h->m.commands_oldest, NULL, (double)oldest);
+	}
 }
 
 static void get_metrics(struct bw_http_req *req, void *arg)

@@ -183,7 +183,11 @@ static void minute_tick(evutil_socket_t fd, short what, void *arg)
 	struct bw_host *h = arg;
 	bw_error err = {0};
 	int64_t n = 0;
-	if (bw_store_command_expire(h->store, (int64_t)time(NULL), &n, &err) != BW_OK)
+	int64_t now = (int64_t)time(NULL);
+	size_t late = bw_registry_mark_out_of_sync(h->registry, now - h->settings.agent.out_of_sync_after_ms / 1000);
+	if (late > 0)
+		bw_log_info("devices", "%zu devices are now out of sync", late);
+	if (bw_store_command_expire(h->store, now, &n, &err) != BW_OK)
 		bw_log_warn("host", "expiring commands failed: %s", err.message);
 	else if (n > 0)
 		bw_log_info("host", "%lld commands expired", (long long)n);
