@@ -100,7 +100,8 @@ static bool opt_string(json_t *o, const char *key, size_t max, const char **out,
 	*out = NULL;
 	if (!v || json_is_null(v))
 		return true;
-	if (!json_is_string(v) || json_string_length(v) > max || strlen(json_string_value(v)) != json_string_length(v)) {
+	if (!json_is_string(v) || json_string_length(v) > max ||
+	    strlen(json_string_value(v)) != json_string_length(v)) {
 		snprintf(why, wl, "device.%s must be a string of at most %zu characters", key, max);
 		return false;
 	}
@@ -114,8 +115,8 @@ static bool device_fields(json_t *dev, bool enrolling, json_t *out, char *why, s
 	static const struct {
 		const char *key;
 		size_t max;
-	} plain[] = {{"os_version", 32},   {"model", 128},         {"manufacturer", 128},
-	             {"serial", 128},      {"phone_number", 32},   {"agent_version", 32}};
+	} plain[] = {{"os_version", 32}, {"model", 128},       {"manufacturer", 128},
+	             {"serial", 128},    {"phone_number", 32}, {"agent_version", 32}};
 	if (!json_is_object(dev)) {
 		snprintf(why, wl, "device must be an object");
 		return false;
@@ -190,8 +191,8 @@ static void refuse(struct bw_http_req *req, const char *reason, const char *deta
 static bool allowlist_allows(struct bw_host *h, json_t *dev)
 {
 	char *on = NULL;
-	bool enabled = bw_store_setting_get(h->store, "allowlist_enabled", &on, NULL) == BW_OK && on &&
-	               strcmp(on, "1") == 0;
+	bool enabled =
+	    bw_store_setting_get(h->store, "allowlist_enabled", &on, NULL) == BW_OK && on && strcmp(on, "1") == 0;
 	free(on);
 	if (!enabled)
 		return true;
@@ -237,9 +238,10 @@ static void post_enroll(struct bw_http_req *req, void *arg)
 	if (strcmp(method, "key") == 0) {
 		key = json_string_value(json_object_get(body, "key"));
 		if (!key || !bw_enrollment_key_valid(key)) {
-			bw_req_reply_error(req, 400, "bad_request",
-			                   "key must be 8 to 64 characters of A-Z, a-z, 0-9 and '-' (as the administrator "
-			                   "gave it)");
+			bw_req_reply_error(
+			    req, 400, "bad_request",
+			    "key must be 8 to 64 characters of A-Z, a-z, 0-9 and '-' (as the administrator "
+			    "gave it)");
 			goto out;
 		}
 	} else if (strcmp(method, "invitation") == 0) {
@@ -266,7 +268,13 @@ static void post_enroll(struct bw_http_req *req, void *arg)
 	int64_t now = (int64_t)time(NULL);
 	char hash[65];
 	if (key) {
-		bw_token_hash(key, hash);
+		/* Keys are issued in upper case; a user typing them in lower case means the same key. */
+		char upper[65];
+		size_t i = 0;
+		for (; key[i] && i < sizeof upper - 1; i++)
+			upper[i] = (char)(key[i] >= 'a' && key[i] <= 'z' ? key[i] - 'a' + 'A' : key[i]);
+		upper[i] = '\0';
+		bw_token_hash(upper, hash);
 		if (bw_store_key_use(h->store, hash, now, group, &err) != BW_OK) {
 			if (err.code == BW_E_NOTFOUND)
 				refuse(req, "unknown_key", NULL, "unknown enrollment key");
@@ -375,7 +383,8 @@ static void apply_inventory(struct bw_http_req *req, struct bw_reg_device *d, js
 			}
 		} else if (strcmp(key, "apps") == 0 && full) {
 			json_object_set(snap, "apps", v);
-		} else if (strcmp(key, "settings") == 0 && json_is_object(v) && json_is_object(json_object_get(snap, key))) {
+		} else if (strcmp(key, "settings") == 0 && json_is_object(v) &&
+		           json_is_object(json_object_get(snap, key))) {
 			json_object_update(json_object_get(snap, key), v);
 		} else {
 			json_object_set(snap, key, v);
@@ -387,7 +396,8 @@ static void apply_inventory(struct bw_http_req *req, struct bw_reg_device *d, js
 	if (text && bw_store_device_set_inventory(h->store, d->id, text, (int64_t)time(NULL), &err) == BW_OK) {
 		d->has_inventory = true;
 		bw_events_emit(h->events, "device.inventory_changed",
-		               json_pack("{s:s, s:b, s:O}", "device_id", d->id, "full", full, "changes", changes), NULL);
+		               json_pack("{s:s, s:b, s:O}", "device_id", d->id, "full", full, "changes", changes),
+		               NULL);
 	} else {
 		bw_log_error("checkin", "cannot store the inventory of %s: %s", d->id, err.message);
 	}
@@ -489,7 +499,8 @@ static void post_result(struct bw_http_req *req, void *arg)
 	json_t *error = json_object_get(body, "error");
 	char *rtext = NULL;
 	if (!status || (strcmp(status, "acknowledged") && strcmp(status, "completed") && strcmp(status, "failed"))) {
-		bw_req_reply_error(req, 400, "bad_request", "status must be \"acknowledged\", \"completed\" or \"failed\"");
+		bw_req_reply_error(req, 400, "bad_request",
+		                   "status must be \"acknowledged\", \"completed\" or \"failed\"");
 		goto out;
 	}
 	if ((result && !json_is_object(result) && !json_is_null(result)) || (error && !json_is_string(error))) {
@@ -501,8 +512,8 @@ static void post_result(struct bw_http_req *req, void *arg)
 		bw_req_reply_error(req, 413, "too_large", "a command result is limited to 64 KiB");
 		goto out;
 	}
-	if (bw_store_command_result(h->store, req->principal, cid, status, rtext, error ? json_string_value(error) : NULL,
-	                            (int64_t)time(NULL), &err) != BW_OK) {
+	if (bw_store_command_result(h->store, req->principal, cid, status, rtext,
+	                            error ? json_string_value(error) : NULL, (int64_t)time(NULL), &err) != BW_OK) {
 		if (err.code == BW_E_NOTFOUND)
 			bw_req_reply_error(req, 404, "not_found", "no such command for this device");
 		else
@@ -514,10 +525,11 @@ static void post_result(struct bw_http_req *req, void *arg)
 		type = or_dash(json_string_value(json_object_get(cmd, "type")));
 	if (strcmp(status, "acknowledged") != 0) {
 		bw_events_emit(h->events, "command.completed",
-		               json_pack("{s:s, s:s, s:s, s:s}", "device_id", req->principal, "command_id", cid, "type", type,
-		                         "status", status),
+		               json_pack("{s:s, s:s, s:s, s:s}", "device_id", req->principal, "command_id", cid, "type",
+		                         type, "status", status),
 		               NULL);
-		if (strcmp(status, "completed") == 0 && (strcmp(type, "wipe") == 0 || strcmp(type, "enterprise_wipe") == 0))
+		if (strcmp(status, "completed") == 0 &&
+		    (strcmp(type, "wipe") == 0 || strcmp(type, "enterprise_wipe") == 0))
 			bw_device_unregister(h, req->principal, "wiped", "wipe completed", NULL);
 	}
 	bw_req_reply_json(req, 200, json_pack("{s:s, s:s}", "id", cid, "status", status));
@@ -532,7 +544,7 @@ out:
 static void post_events(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
-	static const char *const types[] = {"malware_found", "web_blocked",    "sms_filtered",
+	static const char *const types[] = {"malware_found", "web_blocked",   "sms_filtered",
 	                                    "call_filtered", "scan_finished", "policy_applied"};
 	json_t *body = NULL;
 	bw_error err = {0};
@@ -559,8 +571,10 @@ static void post_events(struct bw_http_req *req, void *arg)
 		for (size_t k = 0; t && k < sizeof types / sizeof types[0]; k++)
 			known |= strcmp(t, types[k]) == 0;
 		if (!json_is_object(e) || !known)
-			snprintf(why, sizeof why, "events[%zu].type must be one of malware_found, web_blocked, sms_filtered, "
-			                          "call_filtered, scan_finished, policy_applied", i);
+			snprintf(why, sizeof why,
+			         "events[%zu].type must be one of malware_found, web_blocked, sms_filtered, "
+			         "call_filtered, scan_finished, policy_applied",
+			         i);
 		else if (!json_is_integer(at) || json_integer_value(at) < 0)
 			snprintf(why, sizeof why, "events[%zu].at must be Unix seconds (an integer)", i);
 		else if (data && !json_is_object(data))
@@ -589,7 +603,8 @@ static void post_unenroll(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_error err = {0};
-	if (bw_device_unregister(req->host, req->principal, "unregistered", "unenrolled by the device", &err) != BW_OK) {
+	if (bw_device_unregister(req->host, req->principal, "unregistered", "unenrolled by the device", &err) !=
+	    BW_OK) {
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}

@@ -110,9 +110,9 @@ int bw_registry_put(bw_registry *r, const struct bw_device *dev)
 		r->n++;
 	}
 	snprintf(d->serial, sizeof d->serial, "%s", dev->cert_serial);
-	d->status = strcmp(dev->status, "active") == 0         ? BW_DEV_ACTIVE
-	            : strcmp(dev->status, "wiped") == 0        ? BW_DEV_WIPED
-	                                                       : BW_DEV_UNREGISTERED;
+	d->status = strcmp(dev->status, "active") == 0  ? BW_DEV_ACTIVE
+	            : strcmp(dev->status, "wiped") == 0 ? BW_DEV_WIPED
+	                                                : BW_DEV_UNREGISTERED;
 	d->cert_not_after = dev->cert_not_after;
 	if (dev->last_seen > d->last_seen)
 		d->last_seen = dev->last_seen;
@@ -175,7 +175,8 @@ struct bw_reg_device *bw_registry_find(bw_registry *r, const char *id)
 static void emit_status(bw_registry *r, const char *id, const char *from, const char *to, const char *reason)
 {
 	bw_events_emit(r->h->events, "device.status_changed",
-	               json_pack("{s:s, s:s, s:s, s:s}", "device_id", id, "from", from, "to", to, "reason", reason), NULL);
+	               json_pack("{s:s, s:s, s:s, s:s}", "device_id", id, "from", from, "to", to, "reason", reason),
+	               NULL);
 }
 
 size_t bw_registry_mark_out_of_sync(bw_registry *r, int64_t before)
@@ -225,8 +226,10 @@ static const struct {
 	int priority;
 	bool merge;
 } command_types[] = {
-    {"wipe", 100, false},  {"enterprise_wipe", 100, false}, {"lock", 90, false},        {"locate", 50, true},
-    {"scan", 20, true},    {"update", 10, true},            {"sync_policy", 10, true},
+    {"wipe", 100, false},      {"enterprise_wipe", 100, false},
+    {"lock", 90, false},       {"locate", 50, true},
+    {"scan", 20, true},        {"update", 10, true},
+    {"sync_policy", 10, true},
 };
 
 static void json_id_of_open(bw_store *st, const char *device_id, const char *type, char id_out[37])
@@ -258,9 +261,10 @@ int bw_command_queue(struct bw_host *h, const char *device_id, const char *type,
 	while (t < nt && (!type || strcmp(command_types[t].type, type) != 0))
 		t++;
 	if (t == nt)
-		return bw_error_set(err, BW_E_INVALID,
-		                    "unknown command type '%s' (lock, wipe, enterprise_wipe, locate, scan, update, sync_policy)",
-		                    type ? type : "");
+		return bw_error_set(
+		    err, BW_E_INVALID,
+		    "unknown command type '%s' (lock, wipe, enterprise_wipe, locate, scan, update, sync_policy)",
+		    type ? type : "");
 	if (params && !json_is_object(params))
 		return bw_error_set(err, BW_E_INVALID, "command params must be a JSON object");
 	struct bw_reg_device *d = bw_registry_find(h->registry, device_id);
@@ -325,9 +329,9 @@ int bw_device_unregister(struct bw_host *h, const char *device_id, const char *s
 	d->status = strcmp(status, "wiped") == 0 ? BW_DEV_WIPED : BW_DEV_UNREGISTERED;
 	d->pending = false;
 	bw_log_info("devices", "device %s is now %s (%s)", device_id, status, reason);
-	bw_events_emit(h->events, "device.status_changed",
-	               json_pack("{s:s, s:s, s:s, s:s}", "device_id", device_id, "from", old, "to", status, "reason",
-	                         reason),
-	               NULL);
+	bw_events_emit(
+	    h->events, "device.status_changed",
+	    json_pack("{s:s, s:s, s:s, s:s}", "device_id", device_id, "from", old, "to", status, "reason", reason),
+	    NULL);
 	return BW_OK;
 }

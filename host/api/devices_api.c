@@ -7,6 +7,7 @@
 #include "crypto.h"
 #include "devices.h"
 #include "log.h"
+#include "registry.h"
 #include "router.h"
 
 #include <errno.h>
@@ -781,6 +782,24 @@ static bool version_text_valid(const char *v)
 	return true;
 }
 
+/* The registry holds last-seen times fresher than the database (they are written in batches),
+ * and "out of sync" is derived from them: an active device not seen within
+ * agent.out_of_sync_after is shown as out_of_sync. */
+static void apply_seen(struct bw_host *h, json_t *dev, int64_t now)
+{
+	const char *id = json_string_value(json_object_get(dev, "id"));
+	struct bw_reg_device *d = id ? bw_registry_find(h->registry, id) : NULL;
+	json_t *ls = json_object_get(dev, "last_seen");
+	int64_t seen = json_is_integer(ls) ? json_integer_value(ls) : 0;
+	if (d && d->last_seen > seen) {
+		seen = d->last_seen;
+		json_object_set_new(dev, "last_seen", json_integer(seen));
+	}
+	const char *status = json_string_value(json_object_get(dev, "status"));
+	if (status && strcmp(status, "active") == 0 && seen < now - h->settings.agent.out_of_sync_after_ms / 1000)
+		json_object_set_new(dev, "status", json_string("out_of_sync"));
+}
+
 static void get_devices(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
@@ -796,10 +815,14 @@ static void get_devices(struct bw_http_req *req, void *arg)
 		return;
 	}
 	if (f.status && strcmp(f.status, "active") != 0 && strcmp(f.status, "unregistered") != 0 &&
-	    strcmp(f.status, "wiped") != 0) {
-		bad_request(req, "status must be \"active\", \"unregistered\" or \"wiped\"");
+	    strcmp(f.status, "wiped") != 0 && strcmp(f.status, "out_of_sync") != 0) {
+		bad_request(req, "status must be \"active\", \"out_of_sync\", \"unregistered\" or \"wiped\"");
 		return;
 	}
+	/* out_of_sync is derived from active devices; filtered after reading a page of them. */
+	const char *want = f.status;
+	if (want && (strcmp(want, "out_of_sync") == 0 || strcmp(want, "active") == 0))
+		f.status = "active";
 	if (f.group && (!f.group[0] || strlen(f.group) > MAX_GROUP_LEN || has_control(f.group))) {
 		bad_request(req, "group must be 1 to 128 characters without control characters");
 		return;
@@ -826,7 +849,6 @@ static void get_devices(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	times_to_text(list);
 	json_t *next = json_null();
 	if (json_array_size(list) == f.limit) {
 		json_t *last = json_object_get(json_array_get(list, f.limit - 1), "id");
@@ -835,6 +857,16 @@ static void get_devices(struct bw_http_req *req, void *arg)
 			next = json_copy(last);
 		}
 	}
+	int64_t now = (int64_t)time(NULL);
+	for (size_t i = 0; i < json_array_size(list);) {
+		json_t *d = json_array_get(list, i);
+		apply_seen(req->host, d, now);
+		if (want && strcmp(json_string_value(json_object_get(d, "status")), want) != 0)
+			json_array_remove(list, i);
+		else
+			i++;
+	}
+	times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o, s:o}", "devices", list, "next_after", next));
 }
 
@@ -850,6 +882,7 @@ static void get_device(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
+	apply_seen(req->host, dev, (int64_t)time(NULL));
 	times_to_text(dev);
 	bw_req_reply_json(req, 200, dev);
 }

@@ -2,14 +2,14 @@
  * SIGTERM/SIGINT graceful shutdown), and teardown. */
 #include "admin_api.h"
 #include "agent_api.h"
+#include "auth.h"
+#include "crypto.h"
 #include "device_ca.h"
 #include "devices.h"
 #include "devices_api.h"
-#include "registry.h"
-#include "auth.h"
-#include "crypto.h"
 #include "loader.h"
 #include "log.h"
+#include "registry.h"
 #include "router.h"
 #include "tls.h"
 
@@ -537,15 +537,15 @@ static void create_host_metrics(struct bw_host *h)
 	                                   "Jobs submitted to the work queue and not completed.", NULL, NULL, 0, NULL);
 	h->m.plugins_failed = bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_plugins_failed",
 	                                    "Enabled plugins that failed to load, init or start.", NULL, NULL, 0, NULL);
-	h->m.commands_open = bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_commands_open",
-	                                   "Device commands queued, sent or acknowledged and not yet final.", NULL, NULL,
-	                                   0, NULL);
+	h->m.commands_open =
+	    bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_commands_open",
+	                  "Device commands queued, sent or acknowledged and not yet final.", NULL, NULL, 0, NULL);
 	h->m.commands_oldest = bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_commands_oldest_age_seconds",
 	                                     "Age of the oldest open device command.", NULL, NULL, 0, NULL);
-	h->m.enrollments = bw_metric_new(m, BW_METRIC_COUNTER, "bulwark_enrollments_total", "Devices enrolled, by method.",
-	                                 "method", NULL, 0, NULL);
-	h->m.checkins = bw_metric_new(m, BW_METRIC_COUNTER, "bulwark_checkins_total", "Device check-ins answered.", NULL,
-	                              NULL, 0, NULL);
+	h->m.enrollments = bw_metric_new(m, BW_METRIC_COUNTER, "bulwark_enrollments_total",
+	                                 "Devices enrolled, by method.", "method", NULL, 0, NULL);
+	h->m.checkins = bw_metric_new(m, BW_METRIC_COUNTER, "bulwark_checkins_total", "Device check-ins answered.",
+	                              NULL, NULL, 0, NULL);
 	h->m.uptime =
 	    bw_metric_new(m, BW_METRIC_GAUGE, "bulwark_uptime_seconds", "Seconds since start.", NULL, NULL, 0, NULL);
 }
@@ -630,7 +630,8 @@ static int run(const char *config_path)
 		if ((rc = bw_http_server_listen(h->agent_srv, h->settings.listen.agent.items[i], &err)) != BW_OK)
 			goto fail;
 	if ((rc = bw_admin_api_register(h, &err)) != BW_OK ||
-	    (rc = bw_router_add(h->agent_router, "GET", "/healthz", BW_ROLE_NONE, agent_healthz, NULL, NULL, &err)) != BW_OK ||
+	    (rc = bw_router_add(h->agent_router, "GET", "/healthz", BW_ROLE_NONE, agent_healthz, NULL, NULL, &err)) !=
+	        BW_OK ||
 	    (rc = bw_agent_api_register(h, &err)) != BW_OK || (rc = bw_devices_api_register(h, &err)) != BW_OK)
 		goto fail;
 
