@@ -265,6 +265,16 @@ static void post_enroll(struct bw_http_req *req, void *arg)
 		refuse(req, "not_on_allowlist", detail, "this device is not on the administrator's device list");
 		goto out;
 	}
+	/* The CSR is checked (by issuing) before the key or invitation is used, so that a refused
+	 * request never consumes a use. */
+	char id[37], serial[41];
+	int64_t not_after = 0;
+	if (bw_uuid_new(id, &err) != BW_OK ||
+	    bw_device_ca_issue(h->device_ca, csr, id, h->settings.agent.cert_validity_ms / 1000, &cert, serial,
+	                       &not_after, &err) != BW_OK) {
+		bw_req_reply_bw_error(req, &err);
+		goto out;
+	}
 	int64_t now = (int64_t)time(NULL);
 	char hash[65];
 	if (key) {
@@ -293,14 +303,6 @@ static void post_enroll(struct bw_http_req *req, void *arg)
 				bw_req_reply_bw_error(req, &err);
 			goto out;
 		}
-	}
-	char id[37], serial[41];
-	int64_t not_after = 0;
-	if (bw_uuid_new(id, &err) != BW_OK ||
-	    bw_device_ca_issue(h->device_ca, csr, id, h->settings.agent.cert_validity_ms / 1000, &cert, serial,
-	                       &not_after, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		goto out;
 	}
 	if (bw_store_device_create(h->store, id, dev, group[0] ? group : NULL, method, serial, not_after, now, &err) !=
 	    BW_OK) {
@@ -408,6 +410,58 @@ static void apply_inventory(struct bw_http_req *req, struct bw_reg_device *d, js
 
 #define MAX_INVENTORY_BYTES (512 * 1024)
 
+static bool apps_valid(json_t *a, bool ids_only)
+{
+	if (!json_is_array(a) || json_array_size(a) > 10000)
+		return false;
+	size_t i;
+	json_t *x;
+	json_array_foreach(a, i, x)
+	{
+		if (ids_only ? !json_is_string(x) : (!json_is_object(x) || !json_is_string(json_object_get(x, "id"))))
+			return false;
+	}
+	return true;
+}
+
+/* Checks the shape of an inventory report (docs/agent-protocol.md) before anything is stored. */
+static bool inventory_valid(json_t *inv, char *why, size_t wl)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(inv, key, v)
+	{
+		bool ok;
+		if (strcmp(key, "full") == 0)
+			ok = json_is_boolean(v);
+		else if (strcmp(key, "apps") == 0 || strcmp(key, "apps_added") == 0)
+			ok = apps_valid(v, false);
+		else if (strcmp(key, "apps_removed") == 0)
+			ok = apps_valid(v, true);
+		else if (strcmp(key, "settings") == 0 || strcmp(key, "root") == 0)
+			ok = json_is_object(v);
+		else if (strcmp(key, "wifi") == 0)
+			ok = json_is_object(v) || json_is_null(v);
+		else if (strcmp(key, "ca_certificates") == 0)
+			ok = json_is_array(v);
+		else {
+			snprintf(why, wl, "inventory.%s is not a known inventory field", key);
+			return false;
+		}
+		if (!ok) {
+			snprintf(
+			    why, wl,
+			    "inventory.%s has the wrong type (full: boolean; apps, apps_added: arrays of objects with "
+			    "a "
+			    "string id; apps_removed: array of ids; settings, root: objects; wifi: object or null; "
+			    "ca_certificates: array)",
+			    key);
+			return false;
+		}
+	}
+	return true;
+}
+
 static void post_checkin(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
@@ -431,13 +485,23 @@ static void post_checkin(struct bw_http_req *req, void *arg)
 			bw_req_reply_error(req, 400, "bad_request", "inventory and device must be objects");
 			return;
 		}
+		char why[200] = "";
+		json_t *pvj = json_object_get(body, "policy_version");
+		if (pvj && !json_is_null(pvj) && (!json_is_string(pvj) || json_string_length(pvj) > 64))
+			snprintf(why, sizeof why, "policy_version must be a string of at most 64 characters");
+		else if (inv)
+			inventory_valid(inv, why, sizeof why);
+		if (why[0]) {
+			json_decref(body);
+			bw_req_reply_error(req, 400, "bad_request", why);
+			return;
+		}
 		if (inv && len > MAX_INVENTORY_BYTES) {
 			json_decref(body);
 			bw_req_reply_error(req, 413, "too_large", "an inventory report is limited to 512 KiB");
 			return;
 		}
 		if (dev) {
-			char why[200];
 			json_t *fields = json_object();
 			if (!device_fields(dev, false, fields, why, sizeof why)) {
 				json_decref(fields);

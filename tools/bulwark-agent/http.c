@@ -135,7 +135,13 @@ void bwa_http_cleanup(struct bwa_http *h)
 
 void bwa_http_reconnect(struct bwa_http *h)
 {
+	/* A new client certificate needs a full handshake: a resumed TLS session would present the
+	 * old certificate again, which the server refuses after a renewal. */
 	curl_easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 1L);
+	curl_easy_setopt(h->curl, CURLOPT_SSL_SESSIONID_CACHE, 0L);
+	/* With room for one connection only, the new connection evicts the old one from curl's
+	 * pool, so no later request goes out over the old certificate's connection. */
+	curl_easy_setopt(h->curl, CURLOPT_MAXCONNECTS, 1L);
 }
 
 void bwa_response_free(struct bwa_response *r)
