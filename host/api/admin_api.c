@@ -32,29 +32,6 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static json_t *time_json(int64_t t)
-{
-	if (t <= 0)
-		return json_null();
-	char buf[32];
-	time_t tt = (time_t)t;
-	struct tm tm;
-	gmtime_r(&tt, &tm);
-	strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	return json_string(buf);
-}
-
-static void audit(struct bw_http_req *req, const char *actor, const char *action, const char *target,
-                  const char *outcome, const char *detail)
-{
-	bw_error err = {0};
-	if (bw_store_audit_add(req->host->store, (int64_t)time(NULL), actor ? actor : "", req->peer, action,
-	                       target ? target : "", outcome, detail ? detail : "", &err) != BW_OK)
-		bw_log_error("audit", "cannot write audit entry %s/%s: %s", action, outcome, err.message);
-	bw_log_info("audit", "%s %s by %s from %s: %s%s%s", action, target ? target : "", actor ? actor : "-",
-	            req->peer, outcome, detail && *detail ? " " : "", detail ? detail : "");
-}
-
 void bw_admin_api_refresh_health(struct bw_host *h)
 {
 	bw_error err = {0};
@@ -232,10 +209,10 @@ static void login_done(void *arg)
 	if (!j->ok || j->disabled) {
 		bw_auth_failure(h->auth, &lim, j->user, req->peer, now_ms());
 		bw_metric_add(h->m.login_failures, NULL, 1);
-		audit(req, j->user, "login", j->user, "failure",
-		      !j->found     ? "unknown account"
-		      : j->disabled ? "account disabled"
-		                    : "wrong password");
+		bw_req_audit(req, j->user, "login", j->user, "failure",
+		             !j->found     ? "unknown account"
+		             : j->disabled ? "account disabled"
+		                           : "wrong password");
 		bw_req_reply_error(req, 401, "bad_credentials", "wrong user name or password");
 		goto out;
 	}
@@ -253,9 +230,9 @@ static void login_done(void *arg)
 		goto out;
 	}
 	bw_auth_success(h->auth, j->user);
-	audit(req, j->user, "login", j->user, "success", NULL);
+	bw_req_audit(req, j->user, "login", j->user, "success", NULL);
 	bw_req_reply_json(req, 201,
-	                  json_pack("{s:s, s:o, s:s, s:s}", "token", token, "expires_at", time_json(exp), "user",
+	                  json_pack("{s:s, s:o, s:s, s:s}", "token", token, "expires_at", bw_json_time(exp), "user",
 	                            j->user, "role", j->role));
 	OPENSSL_cleanse(token, sizeof token);
 out:
@@ -285,7 +262,7 @@ static void post_session(struct bw_http_req *req, void *arg)
 		char secs[32];
 		snprintf(secs, sizeof secs, "%lld", (long long)((wait + 999) / 1000));
 		evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Retry-After", secs);
-		audit(req, user, "login", user, "rate_limited", NULL);
+		bw_req_audit(req, user, "login", user, "rate_limited", NULL);
 		json_decref(body);
 		bw_req_reply_error(req, 429, "rate_limited", "too many failed logins; try again later");
 		return;
@@ -339,7 +316,7 @@ static void delete_session(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, req->principal, "logout", req->principal, "success", NULL);
+	bw_req_audit(req, req->principal, "logout", req->principal, "success", NULL);
 	bw_req_reply_json(req, 204, NULL);
 }
 
@@ -348,7 +325,7 @@ static void get_whoami(struct bw_http_req *req, void *arg)
 	(void)arg;
 	bw_req_reply_json(req, 200,
 	                  json_pack("{s:s, s:s, s:s, s:o}", "user", req->principal, "role", bw_role_name(req->role),
-	                            "auth", req->auth_kind, "expires_at", time_json(req->token_expires_at)));
+	                            "auth", req->auth_kind, "expires_at", bw_json_time(req->token_expires_at)));
 }
 
 static void get_plugins(struct bw_http_req *req, void *arg)
@@ -374,7 +351,7 @@ static void get_admins(struct bw_http_req *req, void *arg)
 	{
 		json_t *c = json_object_get(a, "created_at");
 		if (json_is_integer(c))
-			json_object_set_new(a, "created_at", time_json(json_integer_value(c)));
+			json_object_set_new(a, "created_at", bw_json_time(json_integer_value(c)));
 	}
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "admins", list));
 }
@@ -400,13 +377,13 @@ static void hash_done(void *arg)
 	char id[37];
 	if (!j->hash || bw_uuid_new(id, &j->err) != BW_OK ||
 	    bw_store_admin_create(req->host->store, id, j->name, j->hash, j->role, &j->err) != BW_OK) {
-		audit(req, req->principal, "admin.add", j->name, "failure", j->err.message);
+		bw_req_audit(req, req->principal, "admin.add", j->name, "failure", j->err.message);
 		bw_req_reply_bw_error(req, &j->err);
 	} else {
-		audit(req, req->principal, "admin.add", j->name, "success", j->role);
+		bw_req_audit(req, req->principal, "admin.add", j->name, "success", j->role);
 		bw_req_reply_json(req, 201,
 		                  json_pack("{s:s, s:s, s:o}", "name", j->name, "role", j->role, "created_at",
-		                            time_json((int64_t)time(NULL))));
+		                            bw_json_time((int64_t)time(NULL))));
 	}
 	free(j->password);
 	free(j->hash);
@@ -484,7 +461,7 @@ static void delete_admin(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, req->principal, "admin.remove", name, "success", NULL);
+	bw_req_audit(req, req->principal, "admin.remove", name, "success", NULL);
 	bw_req_reply_json(req, 204, NULL);
 }
 
@@ -506,7 +483,7 @@ static void get_tokens(struct bw_http_req *req, void *arg)
 		static const char *const keys[] = {"created_at", "expires_at", "last_used_at"};
 		for (int k = 0; k < 3; k++) {
 			json_t *v = json_object_get(t, keys[k]);
-			json_object_set_new(t, keys[k], time_json(json_is_integer(v) ? json_integer_value(v) : 0));
+			json_object_set_new(t, keys[k], bw_json_time(json_is_integer(v) ? json_integer_value(v) : 0));
 		}
 	}
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "tokens", list));
@@ -556,10 +533,10 @@ static void post_tokens(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, req->principal, "token.create", id, "success", tname);
+	bw_req_audit(req, req->principal, "token.create", id, "success", tname);
 	bw_req_reply_json(req, 201,
 	                  json_pack("{s:s, s:s, s:s, s:s, s:o}", "id", id, "name", tname, "role", bw_role_name(r),
-	                            "token", token, "expires_at", time_json(expires)));
+	                            "token", token, "expires_at", bw_json_time(expires)));
 	OPENSSL_cleanse(token, sizeof token);
 }
 
@@ -575,7 +552,7 @@ static void delete_token(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, req->principal, "token.revoke", req->params[0], "success", NULL);
+	bw_req_audit(req, req->principal, "token.revoke", req->params[0], "success", NULL);
 	bw_req_reply_json(req, 204, NULL);
 }
 
@@ -608,7 +585,7 @@ static void get_audit(struct bw_http_req *req, void *arg)
 	{
 		json_t *at = json_object_get(e, "at");
 		if (json_is_integer(at))
-			json_object_set_new(e, "at", time_json(json_integer_value(at)));
+			json_object_set_new(e, "at", bw_json_time(json_integer_value(at)));
 	}
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "entries", list));
 }
@@ -634,7 +611,7 @@ static void backup_done(void *arg)
 	struct backup_job *j = arg;
 	struct bw_http_req *req = j->req;
 	if (j->rc != BW_OK) {
-		audit(req, req->principal, "db.backup", "", "failure", j->err.message);
+		bw_req_audit(req, req->principal, "db.backup", "", "failure", j->err.message);
 		bw_req_reply_bw_error(req, &j->err);
 	} else {
 		int fd = open(j->tmp, O_RDONLY | O_CLOEXEC);
@@ -644,7 +621,7 @@ static void backup_done(void *arg)
 				close(fd);
 			bw_req_reply_error(req, 500, "internal", "backup file vanished");
 		} else {
-			audit(req, req->principal, "db.backup", "", "success", NULL);
+			bw_req_audit(req, req->principal, "db.backup", "", "success", NULL);
 			/* The file is unlinked now; the open descriptor keeps it until it is sent. */
 			unlink(j->tmp);
 			bw_req_reply_file(req, 200, "application/vnd.sqlite3", fd, st.st_size);

@@ -37,29 +37,6 @@
 #define MAX_EMAIL_LEN      254
 #define MAX_EVENT_TYPE_LEN 64
 
-static json_t *time_json(int64_t t)
-{
-	if (t <= 0)
-		return json_null();
-	char buf[32];
-	time_t tt = (time_t)t;
-	struct tm tm;
-	gmtime_r(&tt, &tm);
-	strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	return json_string(buf);
-}
-
-static void audit(struct bw_http_req *req, const char *action, const char *target, const char *outcome,
-                  const char *detail)
-{
-	bw_error err = {0};
-	if (bw_store_audit_add(req->host->store, (int64_t)time(NULL), req->principal, req->peer, action,
-	                       target ? target : "", outcome, detail ? detail : "", &err) != BW_OK)
-		bw_log_error("audit", "cannot write audit entry %s/%s: %s", action, outcome, err.message);
-	bw_log_info("audit", "%s %s by %s from %s: %s%s%s", action, target ? target : "", req->principal, req->peer,
-	            outcome, detail && *detail ? " " : "", detail ? detail : "");
-}
-
 static void bad_request(struct bw_http_req *req, const char *message)
 {
 	bw_req_reply_error(req, 400, "bad_request", message);
@@ -92,7 +69,7 @@ static void times_to_text(json_t *v)
 	json_object_foreach(v, key, val)
 	{
 		if (json_is_integer(val) && is_time_key(key))
-			json_object_set_new(v, key, time_json(json_integer_value(val)));
+			json_object_set_new(v, key, bw_json_time(json_integer_value(val)));
 	}
 }
 
@@ -369,18 +346,18 @@ static void post_key(struct bw_http_req *req, void *arg)
 	if (bw_store_key_create(req->host->store, id, hash, prefix, group_buf, max_uses, expires_at, req->principal,
 	                        now, &err) != BW_OK) {
 		OPENSSL_cleanse(key, sizeof key);
-		audit(req, "enrollment_key.create", id, "failure", err.message);
+		bw_req_audit(req, req->principal, "enrollment_key.create", id, "failure", err.message);
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
 	char detail[200];
 	snprintf(detail, sizeof detail, "prefix %s%s%s", prefix, group_buf[0] ? " group " : "", group_buf);
-	audit(req, "enrollment_key.create", id, "success", detail);
+	bw_req_audit(req, req->principal, "enrollment_key.create", id, "success", detail);
 	bw_req_reply_json(req, 201,
 	                  json_pack("{s:s, s:s, s:s, s:o, s:o, s:o}", "id", id, "key", key, "prefix", prefix, "group",
 	                            group_buf[0] ? json_string(group_buf) : json_null(), "max_uses",
 	                            max_uses ? json_integer(max_uses) : json_null(), "expires_at",
-	                            time_json(expires_at)));
+	                            bw_json_time(expires_at)));
 	OPENSSL_cleanse(key, sizeof key);
 }
 
@@ -407,11 +384,11 @@ static void delete_key(struct bw_http_req *req, void *arg)
 	bw_error err = {0};
 	if (bw_store_key_revoke(req->host->store, id, &err) != BW_OK) {
 		if (err.code != BW_E_NOTFOUND)
-			audit(req, "enrollment_key.revoke", id, "failure", err.message);
+			bw_req_audit(req, req->principal, "enrollment_key.revoke", id, "failure", err.message);
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, "enrollment_key.revoke", id, "success", NULL);
+	bw_req_audit(req, req->principal, "enrollment_key.revoke", id, "success", NULL);
 	bw_req_reply_json(req, 204, NULL);
 }
 
@@ -502,12 +479,12 @@ static void post_invitation(struct bw_http_req *req, void *arg)
 	if (bw_store_invitation_create(req->host->store, id, addr, hash, expires_at, req->principal, now, &err) !=
 	    BW_OK) {
 		OPENSSL_cleanse(code, sizeof code);
-		audit(req, "invitation.create", id, "failure", err.message);
+		bw_req_audit(req, req->principal, "invitation.create", id, "failure", err.message);
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
 	agent_url(req->host, url, sizeof url);
-	json_t *exp_text = time_json(expires_at);
+	json_t *exp_text = bw_json_time(expires_at);
 	snprintf(when, sizeof when, "%s", json_string_value(exp_text));
 	json_decref(exp_text);
 	char *text = NULL;
@@ -533,13 +510,13 @@ static void post_invitation(struct bw_http_req *req, void *arg)
 	OPENSSL_cleanse(text, (size_t)n);
 	free(text);
 	if (rc != BW_OK) {
-		audit(req, "invitation.create", id, "failure", err.message);
+		bw_req_audit(req, req->principal, "invitation.create", id, "failure", err.message);
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, "invitation.create", id, "success", addr);
-	bw_req_reply_json(req, 201,
-	                  json_pack("{s:s, s:s, s:o}", "id", id, "email", addr, "expires_at", time_json(expires_at)));
+	bw_req_audit(req, req->principal, "invitation.create", id, "success", addr);
+	bw_req_reply_json(
+	    req, 201, json_pack("{s:s, s:s, s:o}", "id", id, "email", addr, "expires_at", bw_json_time(expires_at)));
 }
 
 static void get_invitations(struct bw_http_req *req, void *arg)
@@ -687,14 +664,14 @@ static void post_allowlist(struct bw_http_req *req, void *arg)
 			bw_req_reply_error(req, 409, "conflict", msg);
 			return;
 		}
-		audit(req, "allowlist.add", target, "failure", err.message);
+		bw_req_audit(req, req->principal, "allowlist.add", target, "failure", err.message);
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, "allowlist.add", target, "success", note_buf);
+	bw_req_audit(req, req->principal, "allowlist.add", target, "success", note_buf);
 	bw_req_reply_json(req, 201,
 	                  json_pack("{s:s, s:s, s:s, s:o}", "kind", k, "value", norm, "note", note_buf, "created_at",
-	                            time_json(now)));
+	                            bw_json_time(now)));
 }
 
 static void delete_allowlist(struct bw_http_req *req, void *arg)
@@ -718,11 +695,11 @@ static void delete_allowlist(struct bw_http_req *req, void *arg)
 			bw_req_reply_error(req, 404, "not_found", msg);
 			return;
 		}
-		audit(req, "allowlist.remove", target, "failure", err.message);
+		bw_req_audit(req, req->principal, "allowlist.remove", target, "failure", err.message);
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, "allowlist.remove", target, "success", NULL);
+	bw_req_audit(req, req->principal, "allowlist.remove", target, "success", NULL);
 	bw_req_reply_json(req, 204, NULL);
 }
 
@@ -743,11 +720,11 @@ static void put_allowlist_enabled(struct bw_http_req *req, void *arg)
 	bw_error err = {0};
 	const char *action = on ? "allowlist.enable" : "allowlist.disable";
 	if (bw_store_setting_set(req->host->store, "allowlist_enabled", on ? "1" : "0", &err) != BW_OK) {
-		audit(req, action, "allowlist", "failure", err.message);
+		bw_req_audit(req, req->principal, action, "allowlist", "failure", err.message);
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, action, "allowlist", "success", NULL);
+	bw_req_audit(req, req->principal, action, "allowlist", "success", NULL);
 	bw_req_reply_json(req, 200, json_pack("{s:b}", "enabled", on));
 }
 
@@ -929,7 +906,7 @@ static void post_device_command(struct bw_http_req *req, void *arg)
 	if (rc != BW_OK) {
 		if (err.code != BW_E_INVALID && err.code != BW_E_NOTFOUND) {
 			snprintf(detail, sizeof detail, "%s: %.100s", type_buf, err.message);
-			audit(req, "command.queue", dev, "failure", detail);
+			bw_req_audit(req, req->principal, "command.queue", dev, "failure", detail);
 		}
 		if (err.code == BW_E_LIMIT) {
 			char msg[200];
@@ -943,7 +920,7 @@ static void post_device_command(struct bw_http_req *req, void *arg)
 		return;
 	}
 	snprintf(detail, sizeof detail, "%s %s%s", type_buf, cmd_id, merged ? " (merged)" : "");
-	audit(req, "command.queue", dev, "success", detail);
+	bw_req_audit(req, req->principal, "command.queue", dev, "success", detail);
 	bw_req_reply_json(req, 201, json_pack("{s:s, s:b}", "id", cmd_id, "merged", merged));
 }
 
@@ -990,17 +967,17 @@ static void delete_command(struct bw_http_req *req, void *arg)
 	bw_error err = {0};
 	if (bw_store_command_cancel(req->host->store, id, (int64_t)time(NULL), &err) != BW_OK) {
 		if (err.code == BW_E_STATE) {
-			audit(req, "command.cancel", id, "failure", err.message);
+			bw_req_audit(req, req->principal, "command.cancel", id, "failure", err.message);
 			bw_req_reply_error(req, 409, "conflict",
 			                   err.message[0] ? err.message : "the command is already final");
 			return;
 		}
 		if (err.code != BW_E_NOTFOUND)
-			audit(req, "command.cancel", id, "failure", err.message);
+			bw_req_audit(req, req->principal, "command.cancel", id, "failure", err.message);
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, "command.cancel", id, "success", NULL);
+	bw_req_audit(req, req->principal, "command.cancel", id, "success", NULL);
 	bw_req_reply_json(req, 204, NULL);
 }
 
@@ -1015,11 +992,11 @@ static void post_unenroll(struct bw_http_req *req, void *arg)
 	bw_error err = {0};
 	if (bw_device_unregister(req->host, id, "unregistered", reason, &err) != BW_OK) {
 		if (err.code != BW_E_NOTFOUND)
-			audit(req, "device.unenroll", id, "failure", err.message);
+			bw_req_audit(req, req->principal, "device.unenroll", id, "failure", err.message);
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	audit(req, "device.unenroll", id, "success", NULL);
+	bw_req_audit(req, req->principal, "device.unenroll", id, "success", NULL);
 	bw_req_reply_json(req, 200, json_pack("{s:s, s:s}", "id", id, "status", "unregistered"));
 }
 

@@ -19,6 +19,29 @@ struct bw_router {
 	struct bw_route_entry *routes;
 };
 
+json_t *bw_json_time(int64_t t)
+{
+	if (t <= 0)
+		return json_null();
+	char buf[32];
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return json_string(buf);
+}
+
+void bw_req_audit(struct bw_http_req *req, const char *actor, const char *action, const char *target,
+                  const char *outcome, const char *detail)
+{
+	bw_error err = {0};
+	if (bw_store_audit_add(req->host->store, (int64_t)time(NULL), actor ? actor : "", req->peer, action,
+	                       target ? target : "", outcome, detail ? detail : "", &err) != BW_OK)
+		bw_log_error("audit", "cannot write audit entry %s/%s: %s", action, outcome, err.message);
+	bw_log_info("audit", "%s %s by %s from %s: %s%s%s", action, target ? target : "", actor ? actor : "-",
+	            req->peer, outcome, detail && *detail ? " " : "", detail ? detail : "");
+}
+
 const char *bw_role_name(int role)
 {
 	switch (role) {
@@ -366,8 +389,9 @@ void bw_router_dispatch(struct evhttp_request *ev, void *arg)
 	if (found->min_role > BW_ROLE_NONE) {
 		int status = r->auth ? r->auth(req, found->min_role) : authenticate(req, found->min_role);
 		if (status == 401 && r->auth) {
-			bw_req_reply_error(req, 401, "unauthenticated",
-			                   "a valid device certificate is required (missing, unknown, expired or revoked)");
+			bw_req_reply_error(
+			    req, 401, "unauthenticated",
+			    "a valid device certificate is required (missing, unknown, expired or revoked)");
 			return;
 		}
 		if (status == 401) {

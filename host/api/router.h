@@ -63,6 +63,13 @@ const void *bw_req_body(struct bw_http_req *req, size_t *len);
 /* Parses the body as a JSON object (400-worthy errors name the line and column). New ref. */
 int bw_req_json(struct bw_http_req *req, json_t **out, bw_error *err);
 
+/* RFC 3339 UTC text of Unix seconds, or JSON null for 0 (never/none). New reference. */
+json_t *bw_json_time(int64_t t);
+/* Writes an audit entry (actor, the request's peer address, action, target, outcome, detail)
+ * to the store and the log. Never pass secrets. */
+void bw_req_audit(struct bw_http_req *req, const char *actor, const char *action, const char *target,
+                  const char *outcome, const char *detail);
+
 const char *bw_role_name(int role);
 int bw_role_parse(const char *name); /* BW_ROLE_NONE when unknown */
 

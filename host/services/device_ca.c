@@ -1,6 +1,8 @@
 /* host/services/device_ca.c: the device CA (OpenSSL 3): creation, CSR checks, issuing. */
 #include "device_ca.h"
 
+#include "tls.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/bn.h>
@@ -31,19 +33,6 @@ static const char *ossl_err(void)
 	ERR_error_string_n(e, buf, sizeof buf);
 	ERR_clear_error();
 	return buf;
-}
-
-static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX ctx;
-	X509V3_set_ctx_nodb(&ctx);
-	X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
-	X509_EXTENSION *ex = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
-	if (!ex)
-		return 0;
-	int ok = X509_add_ext(cert, ex, -1);
-	X509_EXTENSION_free(ex);
-	return ok;
 }
 
 static int set_random_serial(X509 *x, char hex_out[41])
@@ -106,9 +95,9 @@ static int create_ca(const char *cert_path, const char *key_path, bw_error *err)
 	X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, (const unsigned char *)"Bulwark", -1, -1, 0);
 	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)"Bulwark device CA", -1, -1, 0);
 	X509_set_issuer_name(x, n);
-	if (!add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") ||
-	    !add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") ||
-	    !add_ext(x, x, NID_subject_key_identifier, "hash") || !X509_sign(x, key, EVP_sha256())) {
+	if (!bw_x509_add_ext(x, x, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") ||
+	    !bw_x509_add_ext(x, x, NID_key_usage, "critical,keyCertSign,cRLSign") ||
+	    !bw_x509_add_ext(x, x, NID_subject_key_identifier, "hash") || !X509_sign(x, key, EVP_sha256())) {
 		rc = bw_error_set(err, BW_E_TLS, "cannot sign the device CA: %s", ossl_err());
 		goto out;
 	}
@@ -137,8 +126,9 @@ bw_device_ca *bw_device_ca_open(const char *cert_path, const char *key_path, boo
 		return NULL;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		bw_error_set(err, BW_E_DENIED, "device CA key %s is readable by group or others (mode %04o); chmod 600 it",
-		             key_path, (unsigned)(st.st_mode & 07777));
+		bw_error_set(err, BW_E_DENIED,
+		             "device CA key %s is readable by group or others (mode %04o); chmod 600 it", key_path,
+		             (unsigned)(st.st_mode & 07777));
 		return NULL;
 	}
 	bw_device_ca *ca = calloc(1, sizeof *ca);
@@ -152,8 +142,9 @@ bw_device_ca *bw_device_ca_open(const char *cert_path, const char *key_path, boo
 		fclose(f);
 	}
 	if (!ca || !ca->cert || !ca->key || X509_check_private_key(ca->cert, ca->key) != 1) {
-		bw_error_set(err, BW_E_TLS, "cannot load the device CA from %s and %s (missing, unreadable or not a pair)",
-		             cert_path, key_path);
+		bw_error_set(err, BW_E_TLS,
+		             "cannot load the device CA from %s and %s (missing, unreadable or not a pair)", cert_path,
+		             key_path);
 		bw_device_ca_free(ca);
 		return NULL;
 	}
@@ -229,10 +220,11 @@ int bw_device_ca_issue(bw_device_ca *ca, const char *csr_pem, const char *device
 	X509_NAME_add_entry_by_txt(n, "O", MBSTRING_UTF8, (const unsigned char *)"Bulwark devices", -1, -1, 0);
 	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)device_id, -1, -1, 0);
 	X509_set_issuer_name(x, X509_get_subject_name(ca->cert));
-	if (!add_ext(x, ca->cert, NID_basic_constraints, "critical,CA:FALSE") ||
-	    !add_ext(x, ca->cert, NID_key_usage, "critical,digitalSignature") ||
-	    !add_ext(x, ca->cert, NID_ext_key_usage, "clientAuth") ||
-	    !add_ext(x, ca->cert, NID_authority_key_identifier, "keyid:always") || !X509_sign(x, ca->key, EVP_sha256())) {
+	if (!bw_x509_add_ext(x, ca->cert, NID_basic_constraints, "critical,CA:FALSE") ||
+	    !bw_x509_add_ext(x, ca->cert, NID_key_usage, "critical,digitalSignature") ||
+	    !bw_x509_add_ext(x, ca->cert, NID_ext_key_usage, "clientAuth") ||
+	    !bw_x509_add_ext(x, ca->cert, NID_authority_key_identifier, "keyid:always") ||
+	    !X509_sign(x, ca->key, EVP_sha256())) {
 		rc = bw_error_set(err, BW_E_TLS, "cannot issue the device certificate: %s", ossl_err());
 		goto out;
 	}
@@ -254,8 +246,7 @@ out:
 	return rc;
 }
 
-bool bw_device_ca_identify(const bw_device_ca *ca, X509 *cert, bool check_chain, char device_id[37],
-                           char serial[41])
+bool bw_device_ca_identify(const bw_device_ca *ca, X509 *cert, bool check_chain, char device_id[37], char serial[41])
 {
 	if (!cert)
 		return false;

@@ -138,9 +138,6 @@ bw_http_server *bw_http_server_new(struct event_base *base, const char *name, SS
 	evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 	                                          EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD);
 	evhttp_set_bevcb(srv->http, bev_cb, srv);
-	/* Read and discard an oversize body before answering 413, so that the client, still
-	 * sending, sees the answer instead of a reset connection. */
-	evhttp_set_flags(srv->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	return srv;
 }
 

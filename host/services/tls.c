@@ -183,7 +183,7 @@ static EVP_PKEY *read_key(const char *path, bw_error *err)
 	return k;
 }
 
-static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+int bw_x509_add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 {
 	X509V3_CTX ctx;
 	X509V3_set_ctx_nodb(&ctx);
@@ -221,17 +221,17 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
 	X509 *iss = issuer ? issuer : x;
 	int ok = 1;
 	if (ca) {
-		ok &= add_ext(x, iss, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
-		ok &= add_ext(x, iss, NID_key_usage, "critical,keyCertSign,cRLSign");
+		ok &= bw_x509_add_ext(x, iss, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
+		ok &= bw_x509_add_ext(x, iss, NID_key_usage, "critical,keyCertSign,cRLSign");
 	} else {
-		ok &= add_ext(x, iss, NID_basic_constraints, "critical,CA:FALSE");
-		ok &= add_ext(x, iss, NID_key_usage, "critical,digitalSignature");
-		ok &= add_ext(x, iss, NID_ext_key_usage, "serverAuth");
-		ok &= add_ext(x, iss, NID_subject_alt_name, san);
+		ok &= bw_x509_add_ext(x, iss, NID_basic_constraints, "critical,CA:FALSE");
+		ok &= bw_x509_add_ext(x, iss, NID_key_usage, "critical,digitalSignature");
+		ok &= bw_x509_add_ext(x, iss, NID_ext_key_usage, "serverAuth");
+		ok &= bw_x509_add_ext(x, iss, NID_subject_alt_name, san);
 	}
-	ok &= add_ext(x, iss, NID_subject_key_identifier, "hash");
+	ok &= bw_x509_add_ext(x, iss, NID_subject_key_identifier, "hash");
 	if (issuer)
-		ok &= add_ext(x, iss, NID_authority_key_identifier, "keyid:always");
+		ok &= bw_x509_add_ext(x, iss, NID_authority_key_identifier, "keyid:always");
 	if (!ok || !X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256())) {
 		bw_error_set(err, BW_E_TLS, "cannot build certificate for %s: %s", cn, ssl_err());
 		X509_free(x);

@@ -25,6 +25,9 @@ int bw_tls_server_ctx_require_client_ca(SSL_CTX *ctx, X509 *ca, bw_error *err);
 /* Checks one certificate file against the policy above without building a context. */
 int bw_tls_check_certificate(const char *cert_file, bw_error *err);
 
+/* Adds an X.509v3 extension in OpenSSL's config syntax ("critical,CA:FALSE"); 1 on success. */
+int bw_x509_add_ext(X509 *cert, X509 *issuer, int nid, const char *value);
+
 struct bw_tls_paths {
 	const char *ca_cert, *ca_key, *cert, *key;
 };

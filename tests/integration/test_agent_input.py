@@ -244,9 +244,9 @@ def test_oversize_body_413(victim, endpoint):
 
 
 def test_oversize_answer_is_read_and_answered_413(victim):
-    """An oversize body is answered 413 after the server read it (lingering close), so a client
-    still sending sees the answer. Known limitation (docs/architecture.md): libevent 2.1 refuses
-    it before our router runs, so the body is libevent's short HTML page, not our JSON envelope."""
+    """An oversize body is answered 413 as soon as its Content-Length is read, and nothing of it
+    is kept. Known limitation (docs/architecture.md): libevent 2.1 refuses it before our router
+    runs, so the body is libevent's short HTML page, not our JSON envelope."""
     r = post_oversize(victim, "checkin", oversize_payload(victim, "checkin"))
     assert r.status == 413, r
     assert b"Request Entity Too Large" in r.raw, r.raw
