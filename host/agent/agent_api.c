@@ -281,7 +281,7 @@ static void post_enroll(struct bw_http_req *req, void *arg)
 		/* Keys are issued in upper case; a user typing them in lower case means the same key. */
 		char upper[65];
 		size_t i = 0;
-		for (; key[i] && i < sizeof upper - 1; i++)
+		for (; i < sizeof upper - 1 && key[i]; i++)
 			upper[i] = (char)(key[i] >= 'a' && key[i] <= 'z' ? key[i] - 'a' + 'A' : key[i]);
 		upper[i] = '\0';
 		bw_token_hash(upper, hash);

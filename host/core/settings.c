@@ -98,16 +98,16 @@ static const struct bw_config_field agent_fields[] = {
       "Lifetime of a device certificate issued at enrollment or renewal.", 0, 3600000, 315360000000),
     F(BW_FIELD_DURATION, "renew_before", "\"30d\"", agent_t, renew_before_ms,
       "Devices are asked to renew their certificate this long before it expires.", 0, 0, 315360000000),
-    F(BW_FIELD_DURATION, "checkin_interval", "\"5m\"", agent_t, checkin_interval_ms,
-      "How often devices check in.", 0, 10000, 86400000),
+    F(BW_FIELD_DURATION, "checkin_interval", "\"5m\"", agent_t, checkin_interval_ms, "How often devices check in.", 0,
+      10000, 86400000),
     F(BW_FIELD_DURATION, "ack_timeout", "\"10m\"", agent_t, ack_timeout_ms,
       "A command sent and not acknowledged within this time is delivered again.", 0, 1000, 604800000),
     F(BW_FIELD_DURATION, "out_of_sync_after", "\"7d\"", agent_t, out_of_sync_after_ms,
       "A device not seen for this long is shown as out of sync.", 0, 60000, 31536000000),
     F(BW_FIELD_DURATION, "events_retention", "\"90d\"", agent_t, events_retention_ms,
       "Device event logs older than this are purged (checked hourly).", 0, 3600000, 315360000000),
-    F(BW_FIELD_DURATION, "command_ttl", "\"7d\"", agent_t, command_ttl_ms,
-      "Default expiry of a queued command.", 0, 60000, 31536000000),
+    F(BW_FIELD_DURATION, "command_ttl", "\"7d\"", agent_t, command_ttl_ms, "Default expiry of a queued command.", 0,
+      60000, 31536000000),
     F(BW_FIELD_STRINGS, "trusted_proxies", "{}", agent_t, trusted_proxies,
       "Addresses of TLS-terminating proxies allowed to pass a device certificate in the Client-Cert header (RFC 9440).",
       0, 0, 0),
@@ -174,8 +174,8 @@ int bw_settings_load(const bw_config *cfg, struct bw_settings *s, bw_error *err)
 		s->agent.device_ca = under(v, "tls/device-ca.pem");
 	if (!s->agent.device_ca_key)
 		s->agent.device_ca_key = under(v, "tls/device-ca.key");
-	if (!s->tls.certificate || !s->tls.key || !s->tls.ca || !s->tls.ca_key || !s->database.path || !s->agent.device_ca ||
-	    !s->agent.device_ca_key)
+	if (!s->tls.certificate || !s->tls.key || !s->tls.ca || !s->tls.ca_key || !s->database.path ||
+	    !s->agent.device_ca || !s->agent.device_ca_key)
 		return bw_error_set(err, BW_E_NOMEM, "out of memory");
 	return BW_OK;
 }

@@ -132,14 +132,15 @@ bw_device_ca *bw_device_ca_open(const char *cert_path, const char *key_path, boo
 		return NULL;
 	}
 	bw_device_ca *ca = calloc(1, sizeof *ca);
-	FILE *f = ca ? fopen(cert_path, "r") : NULL;
-	if (f) {
-		ca->cert = PEM_read_X509(f, NULL, NULL, NULL);
-		fclose(f);
+	FILE *cf = ca ? fopen(cert_path, "r") : NULL;
+	if (cf) {
+		ca->cert = PEM_read_X509(cf, NULL, NULL, NULL);
+		fclose(cf);
 	}
-	if ((f = ca ? fopen(key_path, "r") : NULL)) {
-		ca->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-		fclose(f);
+	FILE *kf = ca ? fopen(key_path, "r") : NULL;
+	if (kf) {
+		ca->key = PEM_read_PrivateKey(kf, NULL, NULL, NULL);
+		fclose(kf);
 	}
 	if (!ca || !ca->cert || !ca->key || X509_check_private_key(ca->cert, ca->key) != 1) {
 		bw_error_set(err, BW_E_TLS,

@@ -21,11 +21,10 @@ int bw_device_ca_issue(bw_device_ca *ca, const char *csr_pem, const char *device
                        char **cert_pem, char serial[41], int64_t *not_after, bw_error *err);
 
 const char *bw_device_ca_pem(const bw_device_ca *ca); /* the CA certificate, PEM */
-X509 *bw_device_ca_cert(const bw_device_ca *ca);       /* borrowed */
+X509 *bw_device_ca_cert(const bw_device_ca *ca);      /* borrowed */
 
 /* Device id (CN) and serial (hex) of a certificate issued by this CA; false when the
  * certificate is not one of ours (wrong issuer or signature, expired, no CN). */
-bool bw_device_ca_identify(const bw_device_ca *ca, X509 *cert, bool check_chain, char device_id[37],
-                           char serial[41]);
+bool bw_device_ca_identify(const bw_device_ca *ca, X509 *cert, bool check_chain, char device_id[37], char serial[41]);
 
 #endif

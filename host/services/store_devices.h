@@ -10,8 +10,8 @@
 /* ---- devices */
 struct bw_device {
 	char id[37];
-	char platform[16]; /* "android", "ios" */
-	char status[16];   /* "active", "unregistered", "wiped" */
+	char platform[16];    /* "android", "ios" */
+	char status[16];      /* "active", "unregistered", "wiped" */
 	char cert_serial[41]; /* hex */
 	int64_t cert_not_after, enrolled_at, last_seen;
 	int64_t inventory_at; /* 0 = no inventory yet */
@@ -34,8 +34,7 @@ int bw_store_device_set_cert(bw_store *st, const char *id, const char *serial, i
 /* Sets last_seen for many devices in one transaction (coalesced by the caller). */
 int bw_store_device_touch_many(bw_store *st, const char *const *ids, const int64_t *seen, size_t n, bw_error *err);
 /* Replaces the inventory snapshot (JSON object text) and its time. */
-int bw_store_device_set_inventory(bw_store *st, const char *id, const char *inventory_json, int64_t now,
-                                  bw_error *err);
+int bw_store_device_set_inventory(bw_store *st, const char *id, const char *inventory_json, int64_t now, bw_error *err);
 /* Filtered listing. Filters (all optional, NULL = any): platform, status, group, os_op ("<", "<=",
  * "=", ">=", ">") with os_version (compared as dotted versions: "12" = "12.0" = "12.0.0"). Paged
  * by id: after_id, limit (1..1000). Array of device summaries; new reference. */
@@ -50,8 +49,8 @@ int bw_store_device_count(bw_store *st, int64_t *count, bw_error *err);
 int bw_store_device_scan(bw_store *st, void (*fn)(const struct bw_device *d, void *arg), void *arg, bw_error *err);
 
 /* ---- enrollment keys: only SHA-256 hashes of keys are stored, with a short prefix to show */
-int bw_store_key_create(bw_store *st, const char *id, const char *key_hash, const char *prefix,
-                        const char *group_name, int64_t max_uses /* 0 = unlimited */, int64_t expires_at /* 0 = never */,
+int bw_store_key_create(bw_store *st, const char *id, const char *key_hash, const char *prefix, const char *group_name,
+                        int64_t max_uses /* 0 = unlimited */, int64_t expires_at /* 0 = never */,
                         const char *created_by, int64_t now, bw_error *err);
 /* Uses the key once (atomically: uses < max_uses, not expired, not revoked). BW_E_NOTFOUND for
  * an unknown key; BW_E_DENIED with the reason ("expired", "used up", "revoked") otherwise.
@@ -98,8 +97,8 @@ int bw_store_command_cancel(bw_store *st, const char *id, int64_t now, bw_error 
 int bw_store_command_get(bw_store *st, const char *id, json_t **out, bw_error *err);
 int bw_store_command_list(bw_store *st, const char *device_id, json_t **out, bw_error *err);
 /* Open (queued/sent/acknowledged) commands of a device, and of one type (for merging). */
-int bw_store_command_open_count(bw_store *st, const char *device_id, const char *type /* NULL = any */,
-                                int64_t *count, bw_error *err);
+int bw_store_command_open_count(bw_store *st, const char *device_id, const char *type /* NULL = any */, int64_t *count,
+                                bw_error *err);
 /* Marks commands past expires_at as expired; returns how many. */
 int bw_store_command_expire(bw_store *st, int64_t now, int64_t *expired, bw_error *err);
 /* Device ids with open commands (to rebuild the in-memory pending set at start). */
