@@ -51,6 +51,22 @@ static int set_random_serial(X509 *x, char hex_out[41])
 	return ok;
 }
 
+/* The PEM text of a certificate, NUL-terminated, malloc'd (BIO memory is not terminated). */
+static char *cert_pem_text(X509 *x)
+{
+	BIO *b = BIO_new(BIO_s_mem());
+	char *data, *out = NULL;
+	if (b && PEM_write_bio_X509(b, x)) {
+		long len = BIO_get_mem_data(b, &data);
+		if (len > 0 && (out = malloc((size_t)len + 1))) {
+			memcpy(out, data, (size_t)len);
+			out[len] = '\0';
+		}
+	}
+	BIO_free(b);
+	return out;
+}
+
 static int write_private(const char *path, int (*fn)(FILE *, void *), void *obj, mode_t mode)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
@@ -149,13 +165,13 @@ bw_device_ca *bw_device_ca_open(const char *cert_path, const char *key_path, boo
 		bw_device_ca_free(ca);
 		return NULL;
 	}
-	BIO *b = BIO_new(BIO_s_mem());
-	char *data;
-	PEM_write_bio_X509(b, ca->cert);
-	long len = BIO_get_mem_data(b, &data);
-	ca->pem = strndup(data, (size_t)len);
-	BIO_free(b);
+	ca->pem = cert_pem_text(ca->cert);
 	ca->store = X509_STORE_new();
+	if (!ca->pem || !ca->store) {
+		bw_error_set(err, BW_E_NOMEM, "out of memory");
+		bw_device_ca_free(ca);
+		return NULL;
+	}
 	X509_STORE_add_cert(ca->store, ca->cert);
 	return ca;
 }
@@ -229,12 +245,7 @@ int bw_device_ca_issue(bw_device_ca *ca, const char *csr_pem, const char *device
 		rc = bw_error_set(err, BW_E_TLS, "cannot issue the device certificate: %s", ossl_err());
 		goto out;
 	}
-	BIO *b = BIO_new(BIO_s_mem());
-	char *data;
-	PEM_write_bio_X509(b, x);
-	long len = BIO_get_mem_data(b, &data);
-	*cert_pem = strndup(data, (size_t)len);
-	BIO_free(b);
+	*cert_pem = cert_pem_text(x);
 	const ASN1_TIME *na = X509_get0_notAfter(x);
 	struct tm tm;
 	ASN1_TIME_to_tm(na, &tm);
