@@ -48,6 +48,10 @@ int bwctl_cmd_commands_show(struct bwctl_ctx *ctx, const struct bwctl_args *args
 int bwctl_cmd_commands_cancel(struct bwctl_ctx *ctx, const struct bwctl_args *args);
 int bwctl_cmd_logs(struct bwctl_ctx *ctx, const struct bwctl_args *args);
 
+/* Compliance rules, offline (rules.c): no server, token or TLS involved. */
+int bwctl_cmd_rules_check(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_rules_test(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+
 /* "30d", "12h", "90m", "3600s" or plain seconds; at most ten years. */
 bool bwctl_parse_duration(const char *s, long long *seconds);
 

@@ -117,6 +117,8 @@ static const struct command {
     {"commands", "cancel", 1, 1, 0, bwctl_cmd_commands_cancel, "commands cancel COMMAND"},
     {"logs", NULL, 0, 0, OPT_DEVICE | OPT_TYPE | OPT_SINCE | OPT_UNTIL | OPT_LIMIT, bwctl_cmd_logs,
      "logs [--device ID] [--type TYPE] [--since TIME] [--until TIME] [--limit N]"},
+    {"rules", "check", 1, BWCTL_MAX_POS, 0, bwctl_cmd_rules_check, "rules check FILE..."},
+    {"rules", "test", 1, BWCTL_MAX_POS, OPT_DEVICE, bwctl_cmd_rules_test, "rules test FILE... --device DEVICE.json"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -179,7 +181,13 @@ static void print_help(void)
 	      "  commands show COMMAND         show one command and its result\n"
 	      "  commands cancel COMMAND       cancel a command that has not finished\n"
 	      "  logs [--device ID] [--type T] [--since TIME] [--until TIME] [--limit N]\n"
-	      "                                show device event logs (TIME: Unix seconds or RFC 3339)\n",
+	      "                                show device event logs (TIME: Unix seconds or RFC 3339)\n"
+	      "\nCompliance rules (offline, no server needed):\n"
+	      "  rules check FILE...           check rule files (syntax and declarations); list their rules\n"
+	      "  rules test FILE... --device DEVICE.json\n"
+	      "                                evaluate the rules against a device; prints pass, fail,\n"
+	      "                                not_applicable or error: <message> per rule (exit 0 whatever\n"
+	      "                                the verdicts; BULWARK_RULES_NOW=<Unix seconds> fixes the clock)\n",
 	      stdout);
 	fputs("\nOptions (before or after the command):\n"
 	      "  --server URL    server admin URL (env BULWARK_SERVER; default " BWCTL_DEFAULT_SERVER ")\n"
@@ -511,6 +519,15 @@ static int run(int argc, char **argv)
 	for (int i = consumed; i < cl.nwords; i++)
 		cl.args.pos[cl.args.npos++] = cl.words[i];
 
+	/* The rules commands work offline: no server, CA or token to resolve. */
+	if (strcmp(cmd->group, "rules") == 0) {
+		ctx.json = cl.seen & OPT_JSON;
+		rc = cmd->run(&ctx, &cl.args);
+		if (rc == BWCTL_EXIT_USAGE)
+			fprintf(stderr, "Usage: bulwarkctl %s\nRun 'bulwarkctl help' for the commands and options.\n",
+			        cmd->synopsis);
+		return rc;
+	}
 	rc = setup_context(&cl, cmd, &ctx);
 	if (rc == BWCTL_EXIT_OK && bwctl_http_global_init(&err) != BW_OK)
 		rc = bwctl_fail(BWCTL_EXIT_FAIL, "%s", err.message);
