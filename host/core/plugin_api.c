@@ -1,8 +1,10 @@
 /* host/core/plugin_api.c: the host services table (struct bw_host_api) given to plugins:
  * each entry checks its arguments and the lifecycle phase, then calls a host service. */
 #include "crypto.h"
+#include "devices.h"
 #include "loader.h"
 #include "log.h"
+#include "registry.h"
 #include "router.h"
 
 #include <event2/event.h>
@@ -281,6 +283,58 @@ static void api_health_set(bw_plugin_ctx *ctx, bool degraded, const char *detail
 	snprintf(ctx->detail, sizeof ctx->detail, "%s", detail ? detail : "");
 }
 
+static int api_device_get(bw_plugin_ctx *ctx, const char *device_id, json_t **out, bw_error *err)
+{
+	*out = NULL;
+	if (!device_id || !bw_uuid_valid(device_id))
+		return bw_error_set(err, BW_E_INVALID, "device id must be a UUID");
+	int rc = bw_store_device_json(ctx->host->store, device_id, out, err);
+	if (rc != BW_OK)
+		return rc;
+	/* Fresher last-seen time and the derived out_of_sync status, as the admin API shows them. */
+	struct bw_reg_device *d = bw_registry_find(ctx->host->registry, device_id);
+	json_t *ls = json_object_get(*out, "last_seen");
+	int64_t seen = json_is_integer(ls) ? json_integer_value(ls) : 0;
+	if (d && d->last_seen > seen)
+		json_object_set_new(*out, "last_seen", json_integer(seen = d->last_seen));
+	const char *st = json_string_value(json_object_get(*out, "status"));
+	if (st && strcmp(st, "active") == 0 &&
+	    seen < (int64_t)time(NULL) - ctx->host->settings.agent.out_of_sync_after_ms / 1000)
+		json_object_set_new(*out, "status", json_string("out_of_sync"));
+	return BW_OK;
+}
+
+static int api_device_list(bw_plugin_ctx *ctx, const char *after_id, size_t limit, json_t **out, bw_error *err)
+{
+	*out = NULL;
+	if (limit == 0 || limit > 1000)
+		return bw_error_set(err, BW_E_INVALID, "limit must be 1 to 1000");
+	struct bw_device_filter f = {.after_id = after_id, .limit = limit};
+	json_t *list = NULL;
+	int rc = bw_store_device_list(ctx->host->store, &f, &list, err);
+	if (rc != BW_OK)
+		return rc;
+	json_t *ids = json_array();
+	size_t i;
+	json_t *d;
+	json_array_foreach(list, i, d)
+	{
+		json_array_append(ids, json_object_get(d, "id"));
+	}
+	json_decref(list);
+	*out = ids;
+	return BW_OK;
+}
+
+static int api_command_queue(bw_plugin_ctx *ctx, const char *device_id, const char *type, json_t *params,
+                             char id_out[37], bw_error *err)
+{
+	bool merged = false;
+	char by[80];
+	snprintf(by, sizeof by, "plugin:%s", ctx->name);
+	return bw_command_queue(ctx->host, device_id, type, params, 0, by, id_out, &merged, err);
+}
+
 static const struct bw_host_api g_api = {
     .size = sizeof(struct bw_host_api),
     .abi_major = BW_ABI_MAJOR,
@@ -316,6 +370,9 @@ static const struct bw_host_api g_api = {
     .uuid_new = bw_uuid_new,
     .clock_now_ms = api_clock_now_ms,
     .health_set = api_health_set,
+    .device_get = api_device_get,
+    .device_list = api_device_list,
+    .command_queue = api_command_queue,
 };
 
 const struct bw_host_api *bw_host_api_table(void)

@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *const fixtures[] = {"fx_good",  "fx_major",    "fx_minor",   "fx_nosym",
-                                       "fx_small", "fx_initfail", "fx_badname", "fx_latecap"};
+static const char *const fixtures[] = {"fx_good",     "fx_major",   "fx_minor",   "fx_nosym",   "fx_small",
+                                       "fx_initfail", "fx_badname", "fx_latecap", "fx_oldminor"};
 
 static void copy_file(const char *from, const char *to, mode_t mode)
 {
@@ -114,12 +114,23 @@ static void test_open_refusals(void **state)
 	char path[1024];
 
 	snprintf(path, sizeof path, "%s/fx_major.so", dir);
-	const char *major[] = {path, "2.0", "1.0", "major"};
+	char host_v[16], newer_v[16];
+	snprintf(host_v, sizeof host_v, "%d.%d", BW_ABI_MAJOR, BW_ABI_MINOR);
+	snprintf(newer_v, sizeof newer_v, "%d.%d", BW_ABI_MAJOR, BW_ABI_MINOR + 1);
+	const char *major[] = {path, "2.0", host_v, "major"};
 	expect_open(dir, "fx_major", BW_E_ABI, major, 4);
 
 	snprintf(path, sizeof path, "%s/fx_minor.so", dir);
-	const char *minor[] = {path, "1.1", "newer", "1.0"};
+	const char *minor[] = {path, newer_v, "newer", host_v};
 	expect_open(dir, "fx_minor", BW_E_ABI, minor, 4);
+
+	/* A plugin built for an older minor (1.0) is accepted by a 1.1 host. */
+	lt_dlhandle h;
+	const struct bw_plugin *d;
+	bw_error err = {0};
+	assert_int_equal(bw_plugin_open(dir, "fx_oldminor", &h, &d, &err), BW_OK);
+	assert_int_equal(d->abi_minor, 0);
+	lt_dlclose(h);
 
 	snprintf(path, sizeof path, "%s/fx_nosym.so", dir);
 	const char *nosym[] = {path, "bw_plugin_fx_nosym"};

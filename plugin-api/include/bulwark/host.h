@@ -175,6 +175,19 @@ struct bw_host_api {
 	/* ---- plugin state for /healthz: a short detail shown next to the plugin (e.g. a
 	 * certificate's expiry), and whether the plugin is degraded. The string is copied. */
 	void (*health_set)(bw_plugin_ctx *ctx, bool degraded, const char *detail);
+
+	/* ---- ABI 1.1: devices (check BW_HOST_HAS before use when built for 1.0 hosts too) */
+	/* The device record: registry fields, "status" (active, out_of_sync, unregistered, wiped),
+	 * "last_seen" (Unix seconds), "group", "owner", and "inventory" (the latest snapshot, see
+	 * docs/agent-protocol.md). New reference. BW_E_NOTFOUND for an unknown id. */
+	int (*device_get)(bw_plugin_ctx *ctx, const char *device_id, json_t **out, bw_error *err);
+	/* Device ids in id order after `after_id` (NULL = from the start), at most `limit` (<= 1000):
+	 * a new reference to an array of strings. For periodic work over the whole fleet. */
+	int (*device_list)(bw_plugin_ctx *ctx, const char *after_id, size_t limit, json_t **out, bw_error *err);
+	/* Queues a device command (lock, wipe, enterprise_wipe, locate, scan, update, sync_policy);
+	 * `params` borrowed (an object or NULL); the new (or merged) command's id in id_out. */
+	int (*command_queue)(bw_plugin_ctx *ctx, const char *device_id, const char *type, json_t *params,
+	                     char id_out[37], bw_error *err);
 };
 
 /* True when the host table is large enough to contain `field`. */
