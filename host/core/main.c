@@ -193,6 +193,52 @@ static void minute_tick(evutil_socket_t fd, short what, void *arg)
 		bw_log_info("host", "%lld commands expired", (long long)n);
 }
 
+/* WAL checkpoints on a work-queue thread (the loop never waits for an fdatasync): one job at
+ * a time, every second. */
+struct ckpt_job {
+	struct bw_host *h;
+	char *path;
+	bw_error err;
+	int rc;
+};
+static bool g_ckpt_busy;
+
+static void ckpt_work(void *arg)
+{
+	struct ckpt_job *j = arg;
+	j->rc = bw_store_checkpoint(j->path, NULL, NULL, &j->err);
+}
+
+static void ckpt_done(void *arg)
+{
+	struct ckpt_job *j = arg;
+	if (j->rc != BW_OK)
+		bw_log_warn("store", "%s", j->err.message);
+	g_ckpt_busy = false;
+	free(j->path);
+	free(j);
+}
+
+static void ckpt_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct bw_host *h = arg;
+	if (g_ckpt_busy || h->shutting_down)
+		return;
+	struct ckpt_job *j = calloc(1, sizeof *j);
+	if (!j || !(j->path = strdup(h->settings.database.path))) {
+		free(j);
+		return;
+	}
+	j->h = h;
+	if (bw_workq_submit(h->workq, ckpt_work, ckpt_done, j, NULL) == BW_OK) {
+		g_ckpt_busy = true;
+	} else {
+		free(j->path);
+		free(j);
+	}
+}
+
 static struct timespec g_deadline;
 static struct event *g_drain_ev;
 
@@ -595,6 +641,8 @@ static int run(const char *config_path)
 	}
 	if ((rc = ensure_first_admin(h, &err)) != BW_OK)
 		goto fail;
+	if ((rc = bw_store_set_autocheckpoint(h->store, false, &err)) != BW_OK)
+		goto fail;
 	if (!(h->registry = bw_registry_new(h, &err))) {
 		rc = err.code;
 		goto fail;
@@ -648,6 +696,8 @@ static int run(const char *config_path)
 	struct event *purge_ev = event_new(h->base, -1, EV_PERSIST, purge_tick, h);
 	struct timeval hour = {3600, 0};
 	event_add(purge_ev, &hour);
+	struct event *ckpt_ev = event_new(h->base, -1, EV_PERSIST, ckpt_tick, h);
+	event_add(ckpt_ev, &one_s);
 	struct event *minute_ev = event_new(h->base, -1, EV_PERSIST, minute_tick, h);
 	struct timeval minute = {60, 0};
 	event_add(minute_ev, &minute);
@@ -669,6 +719,7 @@ static int run(const char *config_path)
 	event_free(health_ev);
 	event_free(purge_ev);
 	event_free(minute_ev);
+	event_free(ckpt_ev);
 	if (g_drain_ev)
 		event_free(g_drain_ev);
 	bw_plugins_stop(h->plugins);
@@ -696,8 +747,9 @@ cleanup:
 	bw_auth_free(h->auth);
 	bw_metrics_free(h->metrics);
 	bw_admin_api_free();
+	bw_store_checkpoint_close();
 	if (h->store)
-		bw_store_close(h->store);
+		bw_store_close(h->store); /* the last connection to close checkpoints the WAL */
 	SSL_CTX_free(h->tls);
 	SSL_CTX_free(h->agent_tls);
 	bw_device_ca_free(h->device_ca);

@@ -48,6 +48,15 @@ typedef bool (*bw_store_backup_progress_fn)(int remaining, int total, void *arg)
 int bw_store_backup_ex(const char *db_path, const char *dest_path, int step_pages, bw_store_backup_progress_fn progress,
                        void *arg, bw_error *err);
 
+/* WAL checkpoints. By default SQLite checkpoints inside whichever write fills the WAL, with an
+ * fdatasync on the caller's thread. bulwarkd turns that off for its loop-thread handle and
+ * calls bw_store_checkpoint from a work-queue thread instead (PASSIVE: never waits for
+ * readers or writers). The checkpoint connection is private to the process, opened on first
+ * use, and closed by bw_store_checkpoint_close. */
+int bw_store_set_autocheckpoint(bw_store *st, bool automatic, bw_error *err);
+int bw_store_checkpoint(const char *db_path, int *wal_frames, int *checkpointed, bw_error *err);
+void bw_store_checkpoint_close(void);
+
 /* ---- administrators */
 struct bw_admin {
 	char id[37];

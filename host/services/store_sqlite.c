@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1527,6 +1528,71 @@ out:
 	if (!ret)
 		bw_log_info("store", "backed up %s to %s", db_path, dest_path);
 	return ret;
+}
+
+int bw_store_set_autocheckpoint(bw_store *st, bool automatic, bw_error *err)
+{
+	int rc = exec(st->db, automatic ? "PRAGMA wal_autocheckpoint = 1000" : "PRAGMA wal_autocheckpoint = 0");
+	return rc == SQLITE_OK ? BW_OK : db_fail(st->db, rc, err, "setting wal_autocheckpoint");
+}
+
+static pthread_mutex_t g_ckpt_mu = PTHREAD_MUTEX_INITIALIZER;
+static sqlite3 *g_ckpt_db;
+static char *g_ckpt_path;
+
+int bw_store_checkpoint(const char *db_path, int *wal_frames, int *checkpointed, bw_error *err)
+{
+	int rc = BW_OK;
+	pthread_mutex_lock(&g_ckpt_mu);
+	if (g_ckpt_db && (!g_ckpt_path || strcmp(g_ckpt_path, db_path) != 0)) {
+		sqlite3_close_v2(g_ckpt_db);
+		g_ckpt_db = NULL;
+	}
+	if (!g_ckpt_db) {
+		free(g_ckpt_path);
+		g_ckpt_path = strdup(db_path);
+		int orc = sqlite3_open_v2(db_path, &g_ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL);
+		if (orc != SQLITE_OK || !g_ckpt_path) {
+			rc = bw_error_set(err, BW_E_DB, "checkpoint: cannot open %s: %s", db_path,
+			                  g_ckpt_db ? sqlite3_errmsg(g_ckpt_db) : "out of memory");
+			sqlite3_close_v2(g_ckpt_db);
+			g_ckpt_db = NULL;
+			goto out;
+		}
+		sqlite3_busy_timeout(g_ckpt_db, 1000);
+		/* A connection sees the WAL only once it has read the database. */
+		if (sqlite3_exec(g_ckpt_db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) != SQLITE_OK) {
+			rc = bw_error_set(err, BW_E_DB, "checkpoint: cannot read %s: %s", db_path,
+			                  sqlite3_errmsg(g_ckpt_db));
+			sqlite3_close_v2(g_ckpt_db);
+			g_ckpt_db = NULL;
+			goto out;
+		}
+	}
+	int nlog = 0, nckpt = 0;
+	int crc = sqlite3_wal_checkpoint_v2(g_ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+	/* BUSY: another checkpoint is running; PASSIVE copies what it can and tries next time. */
+	if (crc != SQLITE_OK && crc != SQLITE_BUSY)
+		rc = bw_error_set(err, BW_E_DB, "checkpoint of %s: %s", db_path, sqlite3_errmsg(g_ckpt_db));
+	else if (nlog < 0)
+		rc = bw_error_set(err, BW_E_DB, "checkpoint of %s: the database is not in WAL mode", db_path);
+	if (wal_frames)
+		*wal_frames = nlog;
+	if (checkpointed)
+		*checkpointed = nckpt;
+out:
+	pthread_mutex_unlock(&g_ckpt_mu);
+	return rc;
+}
+
+void bw_store_checkpoint_close(void)
+{
+	pthread_mutex_lock(&g_ckpt_mu);
+	sqlite3_close_v2(g_ckpt_db);
+	g_ckpt_db = NULL;
+	free(g_ckpt_path);
+	g_ckpt_path = NULL;
+	pthread_mutex_unlock(&g_ckpt_mu);
 }
 
 int bw_store_backup(const char *db_path, const char *dest_path, bw_error *err)

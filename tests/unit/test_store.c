@@ -805,6 +805,44 @@ static void test_audit(void **state)
 
 /* ---- plugin records */
 
+/* With automatic checkpoints off, the WAL grows until bw_store_checkpoint (run by bulwarkd on a
+ * work-queue thread) copies it back; nothing is lost, and the data stays readable throughout. */
+static void test_checkpoint_off_the_writer(void **state)
+{
+	struct ctx *c = *state;
+	c->st = open_ok(c);
+	bw_error err = {0};
+	assert_int_equal(bw_store_set_autocheckpoint(c->st, false, &err), BW_OK);
+	char key[32];
+	for (int i = 0; i < 2000; i++) {
+		snprintf(key, sizeof key, "k%04d", i);
+		assert_int_equal(
+		    bw_store_record_put(c->st, "p", "c", key, "{\"v\":\"0123456789abcdef0123456789\"}", 1, &err),
+		    BW_OK);
+	}
+	char wal[1100];
+	snprintf(wal, sizeof wal, "%s-wal", c->path);
+	struct stat st;
+	assert_int_equal(stat(wal, &st), 0);
+	/* Past SQLite's default 1000-page automatic checkpoint: it did not run. */
+	int frames = 0, done = 0;
+	assert_int_equal(bw_store_checkpoint(c->path, &frames, &done, &err), BW_OK);
+	if (frames < 1000)
+		fail_msg("only %d WAL frames", frames);
+	assert_int_equal(done, frames);
+	/* Nothing new: a second checkpoint finds the same frames, all already copied. */
+	assert_int_equal(bw_store_checkpoint(c->path, &frames, &done, &err), BW_OK);
+	assert_int_equal(done, frames);
+	char *text = NULL;
+	assert_int_equal(bw_store_record_get(c->st, "p", "c", "k1999", &text, &err), BW_OK);
+	free(text);
+	/* A missing database is an error, not a silent success. */
+	char missing[1100];
+	snprintf(missing, sizeof missing, "%s/none/x.db", c->dir);
+	assert_int_equal(bw_store_checkpoint(missing, NULL, NULL, &err), BW_E_DB);
+	bw_store_checkpoint_close();
+}
+
 static void test_records(void **state)
 {
 	struct ctx *c = *state;
@@ -1179,6 +1217,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_backup_while_writing, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backup_with_writer_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backup_refusals, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_off_the_writer, setup, teardown),
 	    cmocka_unit_test(test_null_and_closed),
 	    cmocka_unit_test(test_memory_database),
 	};
