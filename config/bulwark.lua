@@ -20,11 +20,17 @@ log = { level = "info", format = "text" }
 
 plugins = {
   "example_hello",
+  "compliance_lua",
 }
 
 example_hello = {
   greeting = "Hello",
   interval = "5m",
+}
+
+compliance_lua = {
+  rules_dir = "../scripts/rules", -- the shipped example rules; see docs/rules.md
+  interval = "1h",
 }
 
 include "conf.d/*.lua"
