@@ -1,16 +1,22 @@
 /* plugins/compliance_lua/plugin.c: the compliance_lua plugin: evaluates the Lua compliance rules (engine.h)
  * against devices when they enroll, change inventory or status, and periodically over the whole fleet;
  * keeps per-device results in the record store, emits compliance.changed / compliance.action events, queues
- * "command:<type>" actions, and serves the rules and results under /api/v1/plugins/compliance_lua/.
+ * "command:<type>" actions, serves the rules and results under /api/v1/plugins/compliance_lua/, and offers
+ * the "rules" capability (bulwark/rules.h).
  *
- * Evaluation runs on the loop thread: one engine, about 1 us per rule and device, and the fleet sweep is cut
- * into pages of SWEEP_PAGE devices, one page per SWEEP_TICK_MS, so the loop is never held for long. */
+ * Threads: evaluation runs on the host's work queue, never on the loop. The loop reads the device and builds
+ * the engine's device view, then submits a job; the job's `work` takes an engine (one lua_State) from a small
+ * pool shared by the workers, reloading it when the rule set changed, and evaluates; `done` (loop) stores the
+ * results, emits events and runs actions. At most MAX_INFLIGHT jobs run at once; the other devices wait in a
+ * FIFO that holds each device id once (and a device is never evaluated by two jobs at once). */
 #include "engine.h"
 
 #include <bulwark/plugin.h>
+#include <bulwark/rules.h>
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +28,66 @@
 #define NAME_MAX_LEN   100
 #define RESULTS_PAGE   100
 #define RULES_LIST_MAX 1000
+#define MAX_INFLIGHT   8      /* jobs on the work queue at once (2 x the default 4 workers) */
+#define QUEUE_MAX      100000 /* device ids waiting; beyond this an event is dropped (the sweep catches up) */
+#define QUEUE_BUCKETS  4096
+#define DEVICE_ID_MAX  64
+
+/* The sources of one rule set, in load order. Immutable once built; reference counted on the loop thread
+ * only (jobs take a reference at submit and drop it in `done`), so workers read it without a lock. */
+struct rule_src {
+	char *name;
+	char *text;
+	size_t len;
+};
+
+struct ruleset {
+	int refs;
+	uint64_t gen; /* changes with every rule set: pooled engines built from another one are reloaded */
+	size_t n;
+	struct rule_src *v;
+};
+
+/* A pooled engine: one lua_State, used by one worker at a time. */
+struct pooled {
+	bw_rules_engine *eng; /* NULL when its last load failed */
+	uint64_t gen;
+	struct pooled *next;
+};
+
+/* What jobs share with the plugin. It outlives the plugin instance when fini comes while jobs are still on the
+ * work queue (the host runs their `done` after fini): `refs` counts the plugin and every job (loop thread
+ * only); `closed` tells a late `done` that the instance is gone. */
+struct shared {
+	pthread_mutex_t mu; /* guards `idle` */
+	struct pooled *idle;
+	struct bw_rules_limits lim;
+	int refs;
+	bool closed;
+	struct cl *c;
+};
+
+struct job {
+	struct shared *sh;
+	struct ruleset *rs;
+	char id[DEVICE_ID_MAX];
+	json_t *view; /* the device view: a deep copy, only this job touches it */
+	json_t *out;  /* from work: [{"id", "verdict", "message", "actions"}], NULL on failure */
+	char error[600];
+	bool again; /* the device changed while this job ran: evaluate it again */
+};
+
+struct qnode {
+	struct qnode *next, *hnext;
+	char id[DEVICE_ID_MAX];
+};
+
+/* Device ids waiting for a job: a FIFO with a hash set, so that a device is queued once. */
+struct devq {
+	struct qnode *head, *tail;
+	struct qnode *buckets[QUEUE_BUCKETS];
+	size_t len;
+};
 
 struct rule_file {
 	char *name; /* base name, e.g. "usb.lua": the engine's chunk name (Lua cuts long chunk names) */
@@ -40,15 +106,23 @@ struct cl {
 	int64_t memory_limit;
 	/* state */
 	struct bw_rules_limits lim;
-	bw_rules_engine *eng;
+	bw_rules_engine *eng; /* the current rule set on the loop: for listing and validation, not evaluation */
+	struct ruleset *rs;   /* the current rule set's sources, for the workers' engines */
+	uint64_t gen;
+	struct shared *sh;
+	struct devq q;
+	struct job *inflight[MAX_INFLIGHT];
+	size_t ninflight;
+	bool stopping;
 	struct rule_file *files; /* from rules_dir, in name order */
 	size_t nfiles;
 	bw_timer *interval_timer;
 	bw_timer *tick_timer; /* one-shot; NULL once fired */
 	bool sweeping;
-	char sweep_after[64];
+	char sweep_after[DEVICE_ID_MAX];
 	bw_metric *evaluations;
 	bw_metric *changes;
+	bw_metric *queued;
 };
 
 static const struct bw_config_field cl_fields[] = {
@@ -170,17 +244,58 @@ static const struct rule_file *dir_file(const struct cl *c, const char *name)
 	return NULL;
 }
 
-/* A new engine with the rules_dir files, the enabled stored rules, and optionally `add` (a new or replaced
- * stored file) and a changed enabled flag for `toggle`. */
-static bw_rules_engine *engine_build(struct cl *c, const char *add_name, const char *add_src, const char *toggle,
-                                     bool toggle_on, bw_error *err)
+static void ruleset_unref(struct ruleset *rs)
 {
-	bw_rules_engine *e = bw_rules_engine_new(&c->lim, err);
-	if (!e)
+	if (!rs || --rs->refs > 0)
+		return;
+	for (size_t i = 0; i < rs->n; i++) {
+		free(rs->v[i].name);
+		free(rs->v[i].text);
+	}
+	free(rs->v);
+	free(rs);
+}
+
+static int ruleset_add(struct ruleset *rs, size_t *cap, const char *name, const char *text, size_t len, bw_error *err)
+{
+	if (rs->n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		struct rule_src *nv = realloc(rs->v, nc * sizeof *nv);
+		if (!nv)
+			return bw_error_set(err, BW_E_NOMEM, "out of memory");
+		rs->v = nv;
+		*cap = nc;
+	}
+	struct rule_src *s = &rs->v[rs->n];
+	s->name = strdup(name);
+	s->text = malloc(len + 1);
+	if (!s->name || !s->text) {
+		free(s->name);
+		free(s->text);
+		return bw_error_set(err, BW_E_NOMEM, "out of memory");
+	}
+	memcpy(s->text, text, len);
+	s->text[len] = '\0';
+	s->len = len;
+	rs->n++;
+	return BW_OK;
+}
+
+/* The sources of a rule set: the rules_dir files, the enabled stored rules, and optionally `add` (a new or
+ * replaced stored file) and a changed enabled flag for `toggle`. Loop thread (reads the record store). */
+static struct ruleset *ruleset_collect(struct cl *c, const char *add_name, const char *add_src, const char *toggle,
+                                       bool toggle_on, bw_error *err)
+{
+	struct ruleset *rs = calloc(1, sizeof *rs);
+	if (!rs) {
+		bw_error_set(err, BW_E_NOMEM, "out of memory");
 		return NULL;
+	}
+	rs->refs = 1;
+	size_t cap = 0;
 	int rc = BW_OK;
 	for (size_t i = 0; i < c->nfiles && rc == BW_OK; i++)
-		rc = bw_rules_load_string(e, c->files[i].name, c->files[i].text, c->files[i].len, err);
+		rc = ruleset_add(rs, &cap, c->files[i].name, c->files[i].text, c->files[i].len, err);
 	char after[NAME_MAX_LEN + 1] = "";
 	while (rc == BW_OK) {
 		json_t *list = NULL;
@@ -200,7 +315,7 @@ static bw_rules_engine *engine_build(struct cl *c, const char *add_name, const c
 			bool on = json_is_true(json_object_get(v, "enabled"));
 			if (toggle && strcmp(key, toggle) == 0)
 				on = toggle_on;
-			if (on && (rc = bw_rules_load_string(e, key, src, strlen(src), err)) != BW_OK)
+			if (on && (rc = ruleset_add(rs, &cap, key, src, strlen(src), err)) != BW_OK)
 				break;
 		}
 		size_t got = json_array_size(list);
@@ -209,12 +324,137 @@ static bw_rules_engine *engine_build(struct cl *c, const char *add_name, const c
 			break;
 	}
 	if (rc == BW_OK && add_name)
-		rc = bw_rules_load_string(e, add_name, add_src, strlen(add_src), err);
+		rc = ruleset_add(rs, &cap, add_name, add_src, strlen(add_src), err);
 	if (rc != BW_OK) {
-		bw_rules_engine_free(e);
+		ruleset_unref(rs);
 		return NULL;
 	}
+	rs->gen = ++c->gen;
+	return rs;
+}
+
+/* An engine loaded with a rule set. Any thread: touches nothing but `rs` (immutable) and the new engine. */
+static bw_rules_engine *engine_load(const struct ruleset *rs, const struct bw_rules_limits *lim, bw_error *err)
+{
+	bw_rules_engine *e = bw_rules_engine_new(lim, err);
+	if (!e)
+		return NULL;
+	for (size_t i = 0; i < rs->n; i++)
+		if (bw_rules_load_string(e, rs->v[i].name, rs->v[i].text, rs->v[i].len, err) != BW_OK) {
+			bw_rules_engine_free(e);
+			return NULL;
+		}
 	return e;
+}
+
+/* A rule set and its loop-side engine (which also validates it: duplicate ids, errors). */
+static bw_rules_engine *engine_build(struct cl *c, const char *add_name, const char *add_src, const char *toggle,
+                                     bool toggle_on, struct ruleset **rs_out, bw_error *err)
+{
+	struct ruleset *rs = ruleset_collect(c, add_name, add_src, toggle, toggle_on, err);
+	if (!rs)
+		return NULL;
+	bw_rules_engine *e = engine_load(rs, &c->lim, err);
+	if (!e) {
+		ruleset_unref(rs);
+		return NULL;
+	}
+	*rs_out = rs;
+	return e;
+}
+
+/* ---- the engine pool (shared with the workers) */
+
+static struct shared *shared_new(struct cl *c)
+{
+	struct shared *sh = calloc(1, sizeof *sh);
+	if (!sh || pthread_mutex_init(&sh->mu, NULL) != 0) {
+		free(sh);
+		return NULL;
+	}
+	sh->lim = c->lim;
+	sh->refs = 1;
+	sh->c = c;
+	return sh;
+}
+
+/* Loop thread. The last reference goes when no job is left, so no worker holds an engine any more. */
+static void shared_unref(struct shared *sh)
+{
+	if (!sh || --sh->refs > 0)
+		return;
+	while (sh->idle) {
+		struct pooled *p = sh->idle;
+		sh->idle = p->next;
+		bw_rules_engine_free(p->eng);
+		free(p);
+	}
+	pthread_mutex_destroy(&sh->mu);
+	free(sh);
+}
+
+/* Worker thread: evaluates into job->out (the engine's results copied, since the engine goes back to the pool
+ * and may be reloaded before `done` runs). */
+static void evaluate_into(bw_rules_engine *e, struct job *j)
+{
+	size_t n = bw_rules_count(e);
+	struct bw_rule_result *res = calloc(n ? n : 1, sizeof *res);
+	if (!res) {
+		snprintf(j->error, sizeof j->error, "out of memory");
+		return;
+	}
+	if (bw_rules_evaluate(e, j->view, res, n) != BW_OK) {
+		snprintf(j->error, sizeof j->error, "the device view is not a JSON object");
+		free(res);
+		return;
+	}
+	json_t *out = json_array();
+	for (size_t i = 0; out && i < n; i++) {
+		const struct bw_rule_info *r = res[i].rule;
+		json_t *acts = json_array();
+		for (size_t k = 0; acts && k < r->nactions; k++)
+			json_array_append_new(acts, json_string(r->actions[k]));
+		json_t *o = json_pack("{s:s, s:s, s:s, s:o*}", "id", r->id, "verdict",
+		                      bw_rule_verdict_name(res[i].verdict), "message", res[i].message, "actions", acts);
+		if (!o || json_array_append_new(out, o) != 0) {
+			json_decref(out);
+			out = NULL;
+		}
+	}
+	free(res);
+	if (!out)
+		snprintf(j->error, sizeof j->error, "out of memory");
+	j->out = out;
+}
+
+/* Worker thread: take an engine (or make one), reload it if the rule set changed, evaluate, give it back. */
+static void job_work(void *arg)
+{
+	struct job *j = arg;
+	struct shared *sh = j->sh;
+	pthread_mutex_lock(&sh->mu);
+	struct pooled *p = sh->idle;
+	if (p)
+		sh->idle = p->next;
+	pthread_mutex_unlock(&sh->mu);
+	if (!p && !(p = calloc(1, sizeof *p))) {
+		snprintf(j->error, sizeof j->error, "out of memory");
+		return;
+	}
+	if (!p->eng || p->gen != j->rs->gen) {
+		bw_error err = {0};
+		bw_rules_engine_free(p->eng);
+		p->eng = engine_load(j->rs, &sh->lim, &err);
+		p->gen = j->rs->gen;
+		if (!p->eng)
+			snprintf(j->error, sizeof j->error, "cannot load the rules: %s", err.message);
+	}
+	if (p->eng)
+		evaluate_into(p->eng, j);
+	pthread_mutex_lock(&sh->mu);
+	p->next = sh->idle;
+	sh->idle = p;
+	pthread_mutex_unlock(&sh->mu);
 }
 
 /* ---- evaluation */
@@ -296,28 +536,148 @@ static void emit(struct cl *c, const char *topic, json_t *payload)
 }
 
 /* Runs a failing rule's actions: each becomes a compliance.action event; command:<type> is also queued. */
-static void run_actions(struct cl *c, const char *dev_id, const struct bw_rule_info *r)
+static void run_actions(struct cl *c, const char *dev_id, const char *rule_id, json_t *actions)
 {
-	for (size_t i = 0; i < r->nactions; i++) {
-		const char *act = r->actions[i];
+	size_t i;
+	json_t *a;
+	json_array_foreach(actions, i, a)
+	{
+		const char *act = json_string_value(a);
+		if (!act)
+			continue;
 		emit(c, "compliance.action",
-		     json_pack("{s:s, s:s, s:s}", "device_id", dev_id, "rule_id", r->id, "action", act));
+		     json_pack("{s:s, s:s, s:s}", "device_id", dev_id, "rule_id", rule_id, "action", act));
 		if (strncmp(act, "command:", 8) == 0) {
 			char id[37];
 			bw_error err = {0};
 			if (c->host->command_queue(c->ctx, dev_id, act + 8, NULL, id, &err) != BW_OK)
-				c->host->log(c->ctx, BW_LOG_WARN, "rule %s: cannot queue %s for %s: %s", r->id, act + 8,
-				             dev_id, err.message);
+				c->host->log(c->ctx, BW_LOG_WARN, "rule %s: cannot queue %s for %s: %s", rule_id,
+				             act + 8, dev_id, err.message);
 			else
-				c->host->log(c->ctx, BW_LOG_INFO, "rule %s: queued %s (%s) for %s", r->id, act + 8, id,
-				             dev_id);
+				c->host->log(c->ctx, BW_LOG_INFO, "rule %s: queued %s (%s) for %s", rule_id, act + 8,
+				             id, dev_id);
 		}
 	}
 }
 
-/* Evaluates one device, stores its results, emits changes. Unknown, unregistered and wiped devices are
- * skipped. */
-static void evaluate_device(struct cl *c, const char *dev_id)
+/* Loop thread: stores one device's results (`out` from a job), emits the changes, runs the actions. */
+static void store_results(struct cl *c, const char *dev_id, json_t *out)
+{
+	bw_error err = {0};
+	c->host->metric_add(c->evaluations, NULL, 1);
+	json_t *prev = NULL;
+	c->host->record_get(c->ctx, "results", dev_id, &prev, NULL);
+	json_t *prules = json_object_get(prev, "rules");
+	int64_t now = c->host->clock_now_ms() / 1000;
+	bool compliant = true;
+	size_t i;
+	json_t *r;
+	json_array_foreach(out, i, r)
+	{
+		const char *v = json_string_value(json_object_get(r, "verdict"));
+		if (v && strcmp(v, "fail") == 0)
+			compliant = false;
+	}
+	json_t *rules = json_object();
+	json_array_foreach(out, i, r)
+	{
+		const char *rid = json_string_value(json_object_get(r, "id"));
+		const char *to = json_string_value(json_object_get(r, "verdict"));
+		const char *msg = json_string_value(json_object_get(r, "message"));
+		if (!rid || !to)
+			continue;
+		json_t *p = json_object_get(prules, rid);
+		const char *from = json_string_value(json_object_get(p, "verdict"));
+		json_t *since = json_object_get(p, "since");
+		bool same = from && strcmp(from, to) == 0;
+		json_object_set_new(
+		    rules, rid,
+		    json_pack("{s:s, s:s, s:I, s:I}", "verdict", to, "message", msg ? msg : "", "since",
+		              (json_int_t)(same && json_is_integer(since) ? json_integer_value(since) : now),
+		              "evaluated_at", (json_int_t)now));
+		bool quiet = strcmp(to, "pass") == 0 || strcmp(to, "not_applicable") == 0;
+		/* A first evaluation that passes is not a change worth an event. */
+		if (same || (!from && quiet))
+			continue;
+		c->host->metric_add(c->changes, to, 1);
+		emit(c, "compliance.changed",
+		     json_pack("{s:s, s:s, s:s?, s:s, s:b}", "device_id", dev_id, "rule_id", rid, "from", from, "to",
+		               to, "compliant", compliant));
+		if (strcmp(to, "fail") == 0)
+			run_actions(c, dev_id, rid, json_object_get(r, "actions"));
+	}
+	json_decref(prev);
+	json_t *val =
+	    json_pack("{s:b, s:o, s:I}", "compliant", compliant, "rules", rules, "evaluated_at", (json_int_t)now);
+	if (c->host->record_put(c->ctx, "results", dev_id, val, &err) != BW_OK)
+		c->host->log(c->ctx, BW_LOG_WARN, "cannot store the results of %s: %s", dev_id, err.message);
+	json_decref(val);
+}
+
+/* ---- the device queue (loop thread) */
+
+static size_t q_hash(const char *s)
+{
+	size_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h % QUEUE_BUCKETS;
+}
+
+static bool q_has(const struct devq *q, const char *id)
+{
+	for (const struct qnode *n = q->buckets[q_hash(id)]; n; n = n->hnext)
+		if (strcmp(n->id, id) == 0)
+			return true;
+	return false;
+}
+
+/* Pops the oldest id into out; false when empty. */
+static bool q_pop(struct devq *q, char out[DEVICE_ID_MAX])
+{
+	struct qnode *n = q->head;
+	if (!n)
+		return false;
+	q->head = n->next;
+	if (!q->head)
+		q->tail = NULL;
+	for (struct qnode **pp = &q->buckets[q_hash(n->id)]; *pp; pp = &(*pp)->hnext)
+		if (*pp == n) {
+			*pp = n->hnext;
+			break;
+		}
+	q->len--;
+	memcpy(out, n->id, DEVICE_ID_MAX);
+	free(n);
+	return true;
+}
+
+static void q_clear(struct devq *q)
+{
+	char id[DEVICE_ID_MAX];
+	while (q_pop(q, id)) {
+	}
+}
+
+static void publish_queue_len(struct cl *c)
+{
+	if (c->queued)
+		c->host->metric_set(c->queued, NULL, (double)c->q.len);
+}
+
+static void job_done(void *arg);
+
+static void job_free(struct job *j)
+{
+	json_decref(j->view);
+	json_decref(j->out);
+	ruleset_unref(j->rs);
+	shared_unref(j->sh);
+	free(j);
+}
+
+/* Reads the device and submits its job. Unknown, unregistered and wiped devices are skipped. */
+static void dispatch(struct cl *c, const char *dev_id)
 {
 	json_t *dev = NULL;
 	bw_error err = {0};
@@ -333,57 +693,98 @@ static void evaluate_device(struct cl *c, const char *dev_id)
 	}
 	json_t *view = device_view(dev);
 	json_decref(dev);
-	size_t n = bw_rules_count(c->eng);
-	struct bw_rule_result *res = n ? calloc(n, sizeof *res) : NULL;
-	if (n && !res) {
-		json_decref(view);
-		return;
-	}
-	int rc = bw_rules_evaluate(c->eng, view, res, n);
+	/* A deep copy: the view shares no value with the host's JSON, so the worker is its only user. */
+	json_t *copy = json_deep_copy(view);
 	json_decref(view);
-	if (rc != BW_OK) {
-		free(res);
+	struct job *j = copy ? calloc(1, sizeof *j) : NULL;
+	if (!j) {
+		json_decref(copy);
+		c->host->log(c->ctx, BW_LOG_WARN, "cannot evaluate %s: out of memory", dev_id);
 		return;
 	}
-	c->host->metric_add(c->evaluations, NULL, 1);
-	json_t *prev = NULL;
-	c->host->record_get(c->ctx, "results", dev_id, &prev, NULL);
-	json_t *prules = json_object_get(prev, "rules");
-	int64_t now = c->host->clock_now_ms() / 1000;
-	bool compliant = true;
-	for (size_t i = 0; i < n; i++)
-		if (res[i].verdict == BW_RULE_FAIL)
-			compliant = false;
-	json_t *rules = json_object();
-	for (size_t i = 0; i < n; i++) {
-		const struct bw_rule_info *r = res[i].rule;
-		const char *to = bw_rule_verdict_name(res[i].verdict);
-		json_t *p = json_object_get(prules, r->id);
-		const char *from = json_string_value(json_object_get(p, "verdict"));
-		json_t *since = json_object_get(p, "since");
-		bool same = from && strcmp(from, to) == 0;
-		json_object_set_new(
-		    rules, r->id,
-		    json_pack("{s:s, s:s, s:I, s:I}", "verdict", to, "message", res[i].message, "since",
-		              (json_int_t)(same && json_is_integer(since) ? json_integer_value(since) : now),
-		              "evaluated_at", (json_int_t)now));
-		/* A first evaluation that passes is not a change worth an event. */
-		if (same || (!from && (res[i].verdict == BW_RULE_PASS || res[i].verdict == BW_RULE_NOT_APPLICABLE)))
-			continue;
-		c->host->metric_add(c->changes, to, 1);
-		emit(c, "compliance.changed",
-		     json_pack("{s:s, s:s, s:s?, s:s, s:b}", "device_id", dev_id, "rule_id", r->id, "from", from, "to",
-		               to, "compliant", compliant));
-		if (res[i].verdict == BW_RULE_FAIL)
-			run_actions(c, dev_id, r);
+	snprintf(j->id, sizeof j->id, "%s", dev_id);
+	j->view = copy;
+	j->sh = c->sh;
+	j->rs = c->rs;
+	c->sh->refs++;
+	c->rs->refs++;
+	if (c->host->work_submit(c->ctx, job_work, job_done, j, &err) != BW_OK) {
+		c->host->log(c->ctx, BW_LOG_WARN, "cannot evaluate %s: %s", dev_id, err.message);
+		job_free(j);
+		return;
 	}
-	free(res);
-	json_decref(prev);
-	json_t *val =
-	    json_pack("{s:b, s:o, s:I}", "compliant", compliant, "rules", rules, "evaluated_at", (json_int_t)now);
-	if (c->host->record_put(c->ctx, "results", dev_id, val, &err) != BW_OK)
-		c->host->log(c->ctx, BW_LOG_WARN, "cannot store the results of %s: %s", dev_id, err.message);
-	json_decref(val);
+	c->inflight[c->ninflight++] = j;
+}
+
+/* Starts jobs for queued devices while fewer than MAX_INFLIGHT run. */
+static void pump(struct cl *c)
+{
+	char id[DEVICE_ID_MAX];
+	while (!c->stopping && c->ninflight < MAX_INFLIGHT && q_pop(&c->q, id))
+		dispatch(c, id);
+	publish_queue_len(c);
+}
+
+/* Queues a device for evaluation, once: a device already queued keeps its place; a device being evaluated is
+ * queued again when its job is done (its data may have changed since the job read it). */
+static void enqueue(struct cl *c, const char *dev_id)
+{
+	if (c->stopping || !dev_id)
+		return;
+	size_t l = strlen(dev_id);
+	if (l == 0 || l >= DEVICE_ID_MAX) {
+		c->host->log(c->ctx, BW_LOG_WARN, "device id of %zu bytes ignored", l);
+		return;
+	}
+	for (size_t i = 0; i < c->ninflight; i++)
+		if (strcmp(c->inflight[i]->id, dev_id) == 0) {
+			c->inflight[i]->again = true;
+			return;
+		}
+	if (q_has(&c->q, dev_id))
+		return;
+	struct qnode *n = c->q.len < QUEUE_MAX ? calloc(1, sizeof *n) : NULL;
+	if (!n) {
+		c->host->log(c->ctx, BW_LOG_WARN, "evaluation queue full (%zu devices): %s left to the next sweep",
+		             c->q.len, dev_id);
+		return;
+	}
+	memcpy(n->id, dev_id, l + 1);
+	size_t b = q_hash(dev_id);
+	n->hnext = c->q.buckets[b];
+	c->q.buckets[b] = n;
+	if (c->q.tail)
+		c->q.tail->next = n;
+	else
+		c->q.head = n;
+	c->q.tail = n;
+	c->q.len++;
+}
+
+/* Loop thread: the job's results are stored, unless the rule set changed meanwhile (then the device is
+ * evaluated again with the new one). After fini (`closed`) only the job is freed. */
+static void job_done(void *arg)
+{
+	struct job *j = arg;
+	struct shared *sh = j->sh;
+	struct cl *c = sh->closed ? NULL : sh->c;
+	if (c) {
+		for (size_t i = 0; i < c->ninflight; i++)
+			if (c->inflight[i] == j) {
+				c->inflight[i] = c->inflight[--c->ninflight];
+				break;
+			}
+		if (j->rs->gen != c->rs->gen)
+			j->again = true;
+		else if (j->out)
+			store_results(c, j->id, j->out);
+		else
+			c->host->log(c->ctx, BW_LOG_WARN, "cannot evaluate %s: %s", j->id, j->error);
+		if (j->again)
+			enqueue(c, j->id);
+		pump(c);
+	}
+	job_free(j);
 }
 
 static void on_device_event(const char *topic, json_t *payload, void *arg)
@@ -391,50 +792,73 @@ static void on_device_event(const char *topic, json_t *payload, void *arg)
 	(void)topic;
 	struct cl *c = arg;
 	const char *id = json_string_value(json_object_get(payload, "device_id"));
-	if (id)
-		evaluate_device(c, id);
+	if (id) {
+		enqueue(c, id);
+		pump(c);
+	}
 }
 
-/* ---- the fleet sweep: one page per tick */
+/* ---- the fleet sweep: one page per tick into the queue, while the queue is short */
 
 static void sweep_tick(void *arg)
 {
 	struct cl *c = arg;
 	c->tick_timer = NULL; /* one-shot: freed by the host after this call */
-	json_t *ids = NULL;
-	bw_error err = {0};
-	if (c->host->device_list(c->ctx, c->sweep_after[0] ? c->sweep_after : NULL, SWEEP_PAGE, &ids, &err) != BW_OK) {
-		c->host->log(c->ctx, BW_LOG_WARN, "periodic evaluation stopped: %s", err.message);
+	if (c->stopping) {
 		c->sweeping = false;
 		return;
 	}
-	size_t i;
-	json_t *id;
-	json_array_foreach(ids, i, id)
-	{
-		evaluate_device(c, json_string_value(id));
-		snprintf(c->sweep_after, sizeof c->sweep_after, "%s", json_string_value(id));
+	if (c->q.len < SWEEP_PAGE) {
+		json_t *ids = NULL;
+		bw_error err = {0};
+		if (c->host->device_list(c->ctx, c->sweep_after[0] ? c->sweep_after : NULL, SWEEP_PAGE, &ids, &err) !=
+		    BW_OK) {
+			c->host->log(c->ctx, BW_LOG_WARN, "periodic evaluation stopped: %s", err.message);
+			c->sweeping = false;
+			return;
+		}
+		size_t i;
+		json_t *id;
+		json_array_foreach(ids, i, id)
+		{
+			enqueue(c, json_string_value(id));
+			snprintf(c->sweep_after, sizeof c->sweep_after, "%s", json_string_value(id));
+		}
+		size_t got = json_array_size(ids);
+		json_decref(ids);
+		pump(c);
+		if (got < SWEEP_PAGE) {
+			c->sweeping = false;
+			return;
+		}
 	}
-	size_t got = json_array_size(ids);
-	json_decref(ids);
-	if (got < SWEEP_PAGE)
+	/* More pages, or a queue still long: look again at the next tick. */
+	c->tick_timer = c->host->timer_add(c->ctx, SWEEP_TICK_MS, 0, sweep_tick, c);
+	if (!c->tick_timer)
 		c->sweeping = false;
-	else
-		c->tick_timer = c->host->timer_add(c->ctx, SWEEP_TICK_MS, 0, sweep_tick, c);
+}
+
+/* Starts a sweep. `restart`: a sweep already running starts again from the first device (the rule set
+ * changed, so the devices it already passed must be evaluated again). */
+static void sweep_begin(struct cl *c, bool restart)
+{
+	if (c->stopping)
+		return;
+	if (c->sweeping) {
+		if (restart)
+			c->sweep_after[0] = '\0';
+		return;
+	}
+	c->sweeping = true;
+	c->sweep_after[0] = '\0';
+	c->tick_timer = c->host->timer_add(c->ctx, 0, 0, sweep_tick, c);
 	if (!c->tick_timer)
 		c->sweeping = false;
 }
 
 static void sweep_start(void *arg)
 {
-	struct cl *c = arg;
-	if (c->sweeping)
-		return;
-	c->sweeping = true;
-	c->sweep_after[0] = '\0';
-	c->tick_timer = c->host->timer_add(c->ctx, 0, 0, sweep_tick, c);
-	if (!c->tick_timer)
-		c->sweeping = false;
+	sweep_begin(arg, false);
 }
 
 /* ---- routes */
@@ -521,11 +945,14 @@ static void get_rules(bw_http_req *req, void *arg)
 	c->host->respond_json(req, 200, json_pack("{s:o}", "rules", out));
 }
 
-static void swap_engine(struct cl *c, bw_rules_engine *e)
+/* The workers' engines reload from `rs` at their next job (its generation differs). */
+static void swap_engine(struct cl *c, bw_rules_engine *e, struct ruleset *rs)
 {
 	bw_rules_engine_free(c->eng);
 	c->eng = e;
-	sweep_start(c); /* results follow the new rule set */
+	ruleset_unref(c->rs);
+	c->rs = rs;
+	sweep_begin(c, true); /* results follow the new rule set */
 }
 
 /* POST rules {"name": "file.lua", "source": "..."}: validated alone, then with every other rule (duplicate ids),
@@ -562,7 +989,8 @@ static void post_rules(bw_http_req *req, void *arg)
 		return;
 	}
 	bw_rules_engine_free(scratch);
-	bw_rules_engine *e = engine_build(c, name, src, NULL, false, &err);
+	struct ruleset *rs = NULL;
+	bw_rules_engine *e = engine_build(c, name, src, NULL, false, &rs, &err);
 	if (!e) {
 		json_decref(body);
 		c->host->respond_error(req, 400, "invalid_rule", err.message);
@@ -573,11 +1001,12 @@ static void post_rules(bw_http_req *req, void *arg)
 		json_decref(val);
 		json_decref(body);
 		bw_rules_engine_free(e);
+		ruleset_unref(rs);
 		c->host->respond_error(req, 500, "internal", err.message);
 		return;
 	}
 	json_decref(val);
-	swap_engine(c, e);
+	swap_engine(c, e, rs);
 	c->host->log(c->ctx, BW_LOG_INFO, "rule file %s saved by %s", name, c->host->req_principal(req));
 	c->host->respond_json(req, 201, json_pack("{s:s, s:b}", "name", name, "enabled", 1));
 	json_decref(body);
@@ -612,7 +1041,8 @@ static void put_enabled(bw_http_req *req, void *arg)
 		                                         : "no rule file of that name was stored through the API");
 		return;
 	}
-	bw_rules_engine *e = engine_build(c, NULL, NULL, name, on, &err);
+	struct ruleset *rs = NULL;
+	bw_rules_engine *e = engine_build(c, NULL, NULL, name, on, &rs, &err);
 	if (!e) {
 		json_decref(stored);
 		c->host->respond_error(req, 400, "invalid_rule", err.message);
@@ -622,11 +1052,12 @@ static void put_enabled(bw_http_req *req, void *arg)
 	if (c->host->record_put(c->ctx, "rules", name, stored, &err) != BW_OK) {
 		json_decref(stored);
 		bw_rules_engine_free(e);
+		ruleset_unref(rs);
 		c->host->respond_error(req, 500, "internal", err.message);
 		return;
 	}
 	json_decref(stored);
-	swap_engine(c, e);
+	swap_engine(c, e, rs);
 	c->host->respond_json(req, 200, json_pack("{s:s, s:b}", "name", name, "enabled", on));
 }
 
@@ -684,12 +1115,59 @@ static void get_results(bw_http_req *req, void *arg)
 	c->host->respond_json(req, 200, json_pack("{s:s, s:o, s:o}", "rule", rule, "devices", devs, "next", next));
 }
 
+/* ---- the "rules" capability (loop thread) */
+
+static int cap_evaluate(void *arg, const char *device_id, bw_error *err)
+{
+	struct cl *c = arg;
+	if (c->stopping)
+		return bw_error_set(err, BW_E_STATE, "compliance_lua is stopping");
+	if (!device_id || !*device_id || strlen(device_id) >= DEVICE_ID_MAX)
+		return bw_error_set(err, BW_E_NOTFOUND, "no such device");
+	json_t *dev = NULL;
+	int rc = c->host->device_get(c->ctx, device_id, &dev, err);
+	json_decref(dev);
+	if (rc != BW_OK)
+		return rc;
+	enqueue(c, device_id);
+	pump(c);
+	return BW_OK;
+}
+
+static int cap_results(void *arg, const char *device_id, json_t **out, bw_error *err)
+{
+	struct cl *c = arg;
+	*out = NULL;
+	if (!device_id || !*device_id || strlen(device_id) >= DEVICE_ID_MAX)
+		return bw_error_set(err, BW_E_NOTFOUND, "no results for that device");
+	int rc = c->host->record_get(c->ctx, "results", device_id, out, err);
+	if (rc == BW_E_NOTFOUND)
+		return bw_error_set(err, BW_E_NOTFOUND, "device %s was never evaluated", device_id);
+	return rc;
+}
+
+static const struct bw_rules_ops cl_rules_ops = {
+    .size = sizeof(struct bw_rules_ops),
+    .evaluate = cap_evaluate,
+    .results = cap_results,
+};
+
 /* ---- lifecycle */
 
 static void cl_free(struct cl *c)
 {
+	q_clear(&c->q);
 	bw_rules_engine_free(c->eng);
 	c->eng = NULL;
+	ruleset_unref(c->rs);
+	c->rs = NULL;
+	/* Jobs still on the work queue keep the pool; their `done` sees `closed` and touches nothing of c. */
+	if (c->sh) {
+		c->sh->closed = true;
+		shared_unref(c->sh);
+		c->sh = NULL;
+	}
+	c->ninflight = 0;
 	files_free(c);
 }
 
@@ -703,9 +1181,13 @@ static int cl_init(bw_plugin_ctx *ctx, const struct bw_host_api *host, void *ins
 	c->lim.instructions = (long)c->instruction_budget;
 	c->lim.memory_bytes = (size_t)c->memory_limit;
 	int rc = BW_OK;
+	if (!(c->sh = shared_new(c))) {
+		rc = bw_error_set(err, BW_E_NOMEM, "out of memory");
+		goto fail;
+	}
 	if (c->rules_dir && (rc = files_read(c, err)) != BW_OK)
 		goto fail;
-	if (!(c->eng = engine_build(c, NULL, NULL, NULL, false, err))) {
+	if (!(c->eng = engine_build(c, NULL, NULL, NULL, false, &c->rs, err))) {
 		rc = err->code ? err->code : BW_E_INTERNAL;
 		goto fail;
 	}
@@ -713,10 +1195,14 @@ static int cl_init(bw_plugin_ctx *ctx, const struct bw_host_api *host, void *ins
 	    host->metric_new(ctx, BW_METRIC_COUNTER, "evaluations_total", "Device evaluations.", NULL, NULL, 0, err);
 	c->changes = host->metric_new(ctx, BW_METRIC_COUNTER, "changes_total", "Rule verdict changes, by new verdict.",
 	                              "verdict", NULL, 0, err);
-	if (!c->evaluations || !c->changes) {
+	c->queued = host->metric_new(ctx, BW_METRIC_GAUGE, "queued_devices", "Devices waiting for an evaluation job.",
+	                             NULL, NULL, 0, err);
+	if (!c->evaluations || !c->changes || !c->queued) {
 		rc = err->code;
 		goto fail;
 	}
+	if ((rc = host->capability_register(ctx, "rules", &cl_rules_ops, sizeof cl_rules_ops, c, err)) != BW_OK)
+		goto fail;
 	static const char *const topics[] = {"device.enrolled", "device.inventory_changed", "device.status_changed"};
 	for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++)
 		if ((rc = host->event_subscribe(ctx, topics[i], on_device_event, c, err)) != BW_OK)
@@ -748,17 +1234,21 @@ static int cl_start(bw_plugin_ctx *ctx, void *instance, bw_error *err)
 	return BW_OK;
 }
 
+/* Drops the queue and waits (BW_E_BUSY) for the jobs in flight, whose results are still stored. */
 static int cl_stop(bw_plugin_ctx *ctx, void *instance)
 {
 	(void)ctx;
 	struct cl *c = instance;
+	c->stopping = true;
 	if (c->interval_timer)
 		c->host->timer_cancel(c->interval_timer);
 	if (c->tick_timer)
 		c->host->timer_cancel(c->tick_timer);
 	c->interval_timer = c->tick_timer = NULL;
 	c->sweeping = false;
-	return BW_OK;
+	q_clear(&c->q);
+	publish_queue_len(c);
+	return c->ninflight ? BW_E_BUSY : BW_OK;
 }
 
 static void cl_fini(bw_plugin_ctx *ctx, void *instance)
@@ -770,7 +1260,7 @@ static void cl_fini(bw_plugin_ctx *ctx, void *instance)
 BW_PLUGIN_DEFINE(compliance_lua) = {
     BW_PLUGIN_HEADER,
     .name = "compliance_lua",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .description = "Compliance rules in Lua: per-device verdicts, change events, actions",
     .instance_size = sizeof(struct cl),
     .fields = cl_fields,

@@ -1,7 +1,8 @@
 """The compliance_lua plugin end to end: rules from rules_dir, a device enrolled and run with the simulator
 bulwark-agent, results and verdict changes (compliance.changed counted by example_hello), rules uploaded
 through the API (a bad one refused with its line, nothing stored), a rule that loops (verdict error, the
-other rules still run), and a rule file with a syntax error (init fails naming file:line)."""
+other rules still run), a rule set change re-evaluating several devices through the worker queue, the
+"rules" capability listed, and a rule file with a syntax error (init fails naming file:line)."""
 
 import re
 import subprocess
@@ -94,6 +95,9 @@ def test_plugin_running_and_rules_listed(env):
     u = rules["usb-debugging-off"]
     assert u["source"] == "10-usb.lua" and u["severity"] == "medium" and u["platforms"] == ["android"], u
     assert u["enabled"] is True and u["title"] == "USB debugging is off", u
+    # The plugin offers the "rules" capability (registered during init).
+    plugins = {p["name"]: p for p in admin.call("GET", "/api/v1/plugins", expect=200).body["plugins"]}
+    assert "rules" in plugins["compliance_lua"]["capabilities"], plugins["compliance_lua"]
 
 
 def test_usb_debugging_changes_verdict(env):
@@ -164,6 +168,29 @@ def test_uploaded_rule_enable_disable(env):
     wait_results(admin, dev.id, lambda b: "model-known" not in b["rules"])
     admin.call("PUT", BASE + "rules/model.lua/enabled", json={"enabled": True}, expect=200)
     assert admin.call("PUT", BASE + "rules/10-usb.lua/enabled", json={"enabled": False}).status == 404
+
+
+def test_rule_change_reevaluates_fleet_on_workers(env):
+    """A new rule set reaches every device through the queue and the worker engines (reloaded for the new
+    generation), while device events for the same devices arrive at the same time."""
+    srv, admin, agent = env
+    devs = [agent.enroll("--platform", "android") for _ in range(10)]
+    src = ('rule { id = "fleet-wide", title = "Every device", severity = "low",\n'
+           '       check = function(d) return d.platform == "android", d.platform end }\n')
+    admin.call("POST", BASE + "rules", json={"name": "fleet.lua", "source": src}, expect=201)
+    for d in devs[:3]:
+        d.run("--set-usb-debugging", "on")  # events while the sweep runs: coalesced, never two jobs at once
+    for d in devs:
+        wait_results(admin, d.id, lambda b: b["rules"].get("fleet-wide", {}).get("verdict") == "pass")
+    for d in devs[:3]:
+        wait_results(admin, d.id, lambda b: b["rules"]["usb-debugging-off"]["verdict"] == "fail")
+    assert "\nbulwark_compliance_lua_queued_devices " in srv.api("GET", "/metrics").raw.decode()
+    deadline = time.monotonic() + 10
+    while metric(srv, "bulwark_compliance_lua_queued_devices") != 0:
+        assert time.monotonic() < deadline, "the evaluation queue did not drain"
+        time.sleep(0.1)
+    admin.call("PUT", BASE + "rules/fleet.lua/enabled", json={"enabled": False}, expect=200)
+    wait_results(admin, devs[0].id, lambda b: "fleet-wide" not in b["rules"])
 
 
 def test_roles(env):

@@ -11,7 +11,7 @@
 #endif
 
 #define BWCTL_DEFAULT_SERVER "https://127.0.0.1:8444"
-#define BWCTL_MAX_POS        4
+#define BWCTL_MAX_POS        64 /* e.g. many rule files for "rules check" */
 
 /* Exit statuses, documented in docs/bulwarkctl.md; scripts rely on them. */
 enum bwctl_exit {

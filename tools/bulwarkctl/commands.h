@@ -52,6 +52,22 @@ int bwctl_cmd_logs(struct bwctl_ctx *ctx, const struct bwctl_args *args);
 int bwctl_cmd_rules_check(struct bwctl_ctx *ctx, const struct bwctl_args *args);
 int bwctl_cmd_rules_test(struct bwctl_ctx *ctx, const struct bwctl_args *args);
 
+/* Compliance rules on the server (rules.c): the compliance_lua plugin's API, authenticated like the rest. */
+int bwctl_cmd_rules_list(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_rules_upload(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_rules_enable(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_rules_disable(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_rules_results(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+
+/* The options only the server-side rules commands take (--name, --rule), filled by main.c before the command
+ * runs. They live here rather than in struct bwctl_args (bwctl.h) to keep that shared struct untouched; move
+ * them there when it is next edited. */
+struct bwctl_rules_opts {
+	const char *name; /* rules upload --name */
+	const char *rule; /* rules results --rule */
+};
+extern struct bwctl_rules_opts bwctl_rules_opts;
+
 /* "30d", "12h", "90m", "3600s" or plain seconds; at most ten years. */
 bool bwctl_parse_duration(const char *s, long long *seconds);
 

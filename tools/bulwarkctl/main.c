@@ -42,12 +42,14 @@ enum {
 	OPT_TYPE = 1u << 17,
 	OPT_SINCE = 1u << 18,
 	OPT_UNTIL = 1u << 19,
+	OPT_NAME = 1u << 20,
+	OPT_RULE = 1u << 21,
 };
 
 /* The options that belong to commands (checked against each command's mask). */
 #define COMMAND_OPTIONS                                                                                                \
 	(OPT_USER | OPT_ROLE | OPT_EXPIRES | OPT_LIMIT | OPT_GROUP | OPT_USES | OPT_NOTE | OPT_PLATFORM | OPT_STATUS | \
-	 OPT_OS | OPT_DEVICE | OPT_TYPE | OPT_SINCE | OPT_UNTIL)
+	 OPT_OS | OPT_DEVICE | OPT_TYPE | OPT_SINCE | OPT_UNTIL | OPT_NAME | OPT_RULE)
 
 static const struct option_def {
 	const char *name;
@@ -64,6 +66,7 @@ static const struct option_def {
     {"status", OPT_STATUS, true},   {"os", OPT_OS, true},
     {"device", OPT_DEVICE, true},   {"type", OPT_TYPE, true},
     {"since", OPT_SINCE, true},     {"until", OPT_UNTIL, true},
+    {"name", OPT_NAME, true},       {"rule", OPT_RULE, true},
 };
 
 static const struct command {
@@ -119,6 +122,12 @@ static const struct command {
      "logs [--device ID] [--type TYPE] [--since TIME] [--until TIME] [--limit N]"},
     {"rules", "check", 1, BWCTL_MAX_POS, 0, bwctl_cmd_rules_check, "rules check FILE..."},
     {"rules", "test", 1, BWCTL_MAX_POS, OPT_DEVICE, bwctl_cmd_rules_test, "rules test FILE... --device DEVICE.json"},
+    {"rules", "list", 0, 0, 0, bwctl_cmd_rules_list, "rules list"},
+    {"rules", "upload", 1, 1, OPT_NAME, bwctl_cmd_rules_upload, "rules upload FILE [--name NAME.lua]"},
+    {"rules", "enable", 1, 1, 0, bwctl_cmd_rules_enable, "rules enable NAME"},
+    {"rules", "disable", 1, 1, 0, bwctl_cmd_rules_disable, "rules disable NAME"},
+    {"rules", "results", 0, 0, OPT_DEVICE | OPT_RULE, bwctl_cmd_rules_results,
+     "rules results --device ID | --rule RULE"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -187,7 +196,15 @@ static void print_help(void)
 	      "  rules test FILE... --device DEVICE.json\n"
 	      "                                evaluate the rules against a device; prints pass, fail,\n"
 	      "                                not_applicable or error: <message> per rule (exit 0 whatever\n"
-	      "                                the verdicts; BULWARK_RULES_NOW=<Unix seconds> fixes the clock)\n",
+	      "                                the verdicts; BULWARK_RULES_NOW=<Unix seconds> fixes the clock)\n"
+	      "\nCompliance rules on the server (the compliance_lua plugin):\n"
+	      "  rules list                    list the loaded rules and those of disabled uploaded files\n"
+	      "  rules upload FILE [--name NAME.lua]\n"
+	      "                                store a rule file (at most 256 KiB; name: FILE's base name);\n"
+	      "                                an invalid file is refused with its file:line\n"
+	      "  rules enable|disable NAME     enable or disable an uploaded rule file\n"
+	      "  rules results --device ID     a device's verdict per rule and whether it is compliant\n"
+	      "  rules results --rule RULE     the devices failing a rule\n",
 	      stdout);
 	fputs("\nOptions (before or after the command):\n"
 	      "  --server URL    server admin URL (env BULWARK_SERVER; default " BWCTL_DEFAULT_SERVER ")\n"
@@ -284,6 +301,12 @@ static void store_option(struct cmdline *cl, unsigned id, const char *value)
 		break;
 	case OPT_UNTIL:
 		cl->args.until = value;
+		break;
+	case OPT_NAME:
+		bwctl_rules_opts.name = value;
+		break;
+	case OPT_RULE:
+		bwctl_rules_opts.rule = value;
 		break;
 	default:
 		break;
@@ -519,8 +542,9 @@ static int run(int argc, char **argv)
 	for (int i = consumed; i < cl.nwords; i++)
 		cl.args.pos[cl.args.npos++] = cl.words[i];
 
-	/* The rules commands work offline: no server, CA or token to resolve. */
-	if (strcmp(cmd->group, "rules") == 0) {
+	/* rules check and rules test work offline: no server, CA or token to resolve (the other rules commands
+	 * talk to the server like the rest). */
+	if (cmd->run == bwctl_cmd_rules_check || cmd->run == bwctl_cmd_rules_test) {
 		ctx.json = cl.seen & OPT_JSON;
 		rc = cmd->run(&ctx, &cl.args);
 		if (rc == BWCTL_EXIT_USAGE)
