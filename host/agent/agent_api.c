@@ -509,8 +509,21 @@ static void post_checkin(struct bw_http_req *req, void *arg)
 				bw_req_reply_error(req, 400, "bad_request", why);
 				return;
 			}
-			if (json_object_size(fields) && bw_store_device_update(h->store, d->id, fields, &err) != BW_OK)
+			if (json_object_size(fields) &&
+			    bw_store_device_update(h->store, d->id, fields, &err) != BW_OK) {
 				bw_log_error("checkin", "cannot update device %s: %s", d->id, err.message);
+			} else if (json_object_size(fields)) {
+				json_t *keys = json_array();
+				const char *k;
+				json_t *v;
+				json_object_foreach(fields, k, v)
+				{
+					json_array_append_new(keys, json_string(k));
+				}
+				/* Registry fields changed (OS version, push token, ...): rules may depend on them. */
+				bw_events_emit(h->events, "device.updated",
+				               json_pack("{s:s, s:o}", "device_id", d->id, "fields", keys), NULL);
+			}
 			json_decref(fields);
 		}
 		if (inv) {

@@ -1203,7 +1203,8 @@ static int cl_init(bw_plugin_ctx *ctx, const struct bw_host_api *host, void *ins
 	}
 	if ((rc = host->capability_register(ctx, "rules", &cl_rules_ops, sizeof cl_rules_ops, c, err)) != BW_OK)
 		goto fail;
-	static const char *const topics[] = {"device.enrolled", "device.inventory_changed", "device.status_changed"};
+	static const char *const topics[] = {"device.enrolled", "device.updated", "device.inventory_changed",
+	                                     "device.status_changed"};
 	for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++)
 		if ((rc = host->event_subscribe(ctx, topics[i], on_device_event, c, err)) != BW_OK)
 			goto fail;

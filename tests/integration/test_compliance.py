@@ -222,3 +222,19 @@ def test_syntax_error_in_rules_dir(servers, build, tmp_path):
     srv.assert_clean()
     assert rc == 1
     assert re.search(r"bad\.lua:3:", srv.log_text()), srv.log_text()
+
+
+def test_os_update_reevaluates(env):
+    """An OS update reported in a check-in's "device" object (no inventory change) emits
+    device.updated, and rules depending on the OS version are evaluated again at once."""
+    srv, admin, agent = env
+    src = ('rule { id = "os-14-1", title = "Android 14.1 or later", severity = "high", platforms = { "android" },\n'
+           '       check = function(d) return version_ge(d.os_version, "14.1") end }\n')
+    admin.call("POST", BASE + "rules", json={"name": "os141.lua", "source": src}, expect=201)
+    dev = agent.enroll("--platform", "android", "--os-version", "14")
+    dev.run()
+    wait_results(admin, dev.id, lambda b: b["rules"].get("os-14-1", {}).get("verdict") == "fail")
+    dev.run("--os-version", "14.1.2")  # only the device object changes
+    res = wait_results(admin, dev.id, lambda b: b["rules"]["os-14-1"]["verdict"] == "pass")
+    assert res["rules"]["os-14-1"]["verdict"] == "pass", res
+    admin.call("PUT", BASE + "rules/os141.lua/enabled", json={"enabled": False}, expect=200)
