@@ -27,7 +27,7 @@ struct bw_plugin_ctx {
 	bool required;
 	int state;
 	bool in_init;
-	char error[512];
+	char error[640];
 	char detail[256];
 	bool degraded;
 	json_t *capabilities; /* array of kind names */

@@ -431,6 +431,7 @@ static int check_password_hash(const char *h, bw_error *err)
 
 static int stmt_get(bw_store *st, enum stmt_id id, sqlite3_stmt **out, bw_error *err)
 {
+	*out = NULL;
 	if (!st->stmts[id]) {
 		int rc = sqlite3_prepare_v3(st->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st->stmts[id], NULL);
 		if (rc != SQLITE_OK) {

@@ -278,7 +278,7 @@ static void send_raw(struct conn *c, const char *raw, size_t len, struct resp *r
 static void request(struct fx *f, const char *method, const char *path, const char *extra_headers, const char *body,
                     struct resp *r)
 {
-	struct conn c;
+	struct conn c = {0};
 	if (!conn_open(f, &c))
 		fail_msg("cannot connect to the test server");
 	char raw[8192];
@@ -402,7 +402,7 @@ static void test_body_limit(void **state)
 	struct fx *f = *state;
 	struct resp r;
 	/* Announced too large: refused from the headers, before any body is read. */
-	struct conn c;
+	struct conn c = {0};
 	assert_true(conn_open(f, &c));
 	const char *raw = "POST /api/v1/echo/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
 	                  "Content-Length: 2048\r\n\r\n";
@@ -452,7 +452,7 @@ static bool handshake_within(SSL *ssl, int fd, int ms)
 static void test_connection_limit(void **state)
 {
 	struct fx *f = *state;
-	struct conn a, b;
+	struct conn a = {0}, b = {0};
 	assert_true(conn_open(f, &a));
 	assert_true(conn_open(f, &b));
 	/* The third connection gets through TCP (the kernel's backlog) but the server does not
@@ -511,7 +511,7 @@ static void test_listen_errors(void **state)
 static void test_stop_accepting(void **state)
 {
 	struct fx *f = *state;
-	struct conn a;
+	struct conn a = {0};
 	assert_true(conn_open(f, &a)); /* an open connection carries on after stop_accepting */
 	stop_loop(f);
 	bw_http_server_stop_accepting(f->srv);
