@@ -361,9 +361,26 @@ static void push_json(lua_State *L, bw_rules_engine *e, json_t *v)
 
 static struct view *check_view(lua_State *L, int idx)
 {
-	struct view *u = luaL_testudata(L, idx, VIEW_MT);
-	if (!u)
+	bw_rules_engine *e = eng(L);
+	/* luaL_testudata without its registry lookup by name: the metatable is compared by reference. */
+	struct view *u = lua_touserdata(L, idx);
+	if (!u || !lua_getmetatable(L, idx))
 		return NULL;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->view_mt_ref);
+	bool is_view = lua_rawequal(L, -1, -2);
+	lua_pop(L, 2);
+	if (!is_view)
+		return NULL;
+	if (u->gen != e->gen)
+		luaL_error(L, "a device view was used after its evaluation ended");
+	return u;
+}
+
+/* The view's own metamethods are only ever called with a view as argument 1 (Lua dispatches them from the
+ * view's metatable, which rules cannot reach: no getmetatable, no debug), so they skip the type check. */
+static struct view *self_view(lua_State *L)
+{
+	struct view *u = lua_touserdata(L, 1);
 	if (u->gen != eng(L)->gen)
 		luaL_error(L, "a device view was used after its evaluation ended");
 	return u;
@@ -371,11 +388,14 @@ static struct view *check_view(lua_State *L, int idx)
 
 static int l_view_index(lua_State *L)
 {
-	struct view *u = check_view(L, 1);
+	struct view *u = self_view(L);
 	json_t *v = NULL;
 	if (json_is_object(u->node)) {
-		if (lua_type(L, 2) == LUA_TSTRING)
-			v = json_object_get(u->node, lua_tostring(L, 2));
+		size_t len;
+		if (lua_type(L, 2) == LUA_TSTRING) {
+			const char *k = lua_tolstring(L, 2, &len);
+			v = json_object_getn(u->node, k, len);
+		}
 	} else if (lua_isinteger(L, 2)) {
 		lua_Integer i = lua_tointeger(L, 2);
 		if (i >= 1 && (size_t)i <= json_array_size(u->node))
@@ -390,13 +410,13 @@ static int l_view_index(lua_State *L)
 
 static int l_view_newindex(lua_State *L)
 {
-	check_view(L, 1);
+	self_view(L);
 	return luaL_error(L, "the device view is read-only (cannot set '%s')", luaL_tolstring(L, 2, NULL));
 }
 
 static int l_view_len(lua_State *L)
 {
-	struct view *u = check_view(L, 1);
+	struct view *u = self_view(L);
 	lua_pushinteger(L, json_is_array(u->node) ? (lua_Integer)json_array_size(u->node) : 0);
 	return 1;
 }
@@ -411,7 +431,10 @@ static int l_view_tostring(lua_State *L)
 /* The iterator of pairs(view): (view, key) -> next key, value. */
 static int l_view_next(lua_State *L)
 {
+	/* Rules can call the iterator pairs() returned with anything: check the argument. */
 	struct view *u = check_view(L, 1);
+	if (!u)
+		return luaL_error(L, "bad argument #1 to the pairs iterator (device view expected)");
 	charge(L, 1);
 	if (json_is_array(u->node)) {
 		lua_Integer i = lua_isnil(L, 2) ? 1 : luaL_checkinteger(L, 2) + 1;
@@ -438,7 +461,7 @@ static int l_view_next(lua_State *L)
 
 static int l_view_pairs(lua_State *L)
 {
-	check_view(L, 1);
+	self_view(L);
 	lua_pushcfunction(L, l_view_next);
 	lua_pushvalue(L, 1);
 	lua_pushnil(L);
