@@ -741,6 +741,7 @@ static void free_rule(lua_State *L, struct rule *r)
 {
 	free((char *)r->info.id);
 	free((char *)r->info.title);
+	free((char *)r->info.description);
 	free((char *)r->info.severity);
 	for (size_t i = 0; i < r->info.nactions; i++)
 		free(r->actions[i]);
@@ -769,7 +770,8 @@ static int l_rule(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
 	/* Unknown fields are refused: they are typos ("platform", "action") that would be silently ignored. */
-	static const char *const known[] = {"id", "title", "severity", "platforms", "check", "actions", NULL};
+	static const char *const known[] = {"id",        "title", "description", "severity",
+	                                    "platforms", "check", "actions",     NULL};
 	lua_pushnil(L);
 	while (lua_next(L, 1)) {
 		bool ok = false;
@@ -777,9 +779,9 @@ static int l_rule(lua_State *L)
 			for (const char *const *k = known; *k && !ok; k++)
 				ok = strcmp(*k, lua_tostring(L, -2)) == 0;
 		if (!ok)
-			return RULE_ERR(
-			    "rule: unknown field '%s' (fields: id, title, severity, platforms, check, actions)",
-			    luaL_tolstring(L, -2, NULL));
+			return RULE_ERR("rule: unknown field '%s' (fields: id, title, description, severity, "
+			                "platforms, check, actions)",
+			                luaL_tolstring(L, -2, NULL));
 		lua_pop(L, 1);
 	}
 	size_t len;
@@ -798,6 +800,11 @@ static int l_rule(lua_State *L)
 	lua_getfield(L, 1, "title"); /* 3 */
 	if (lua_type(L, 3) != LUA_TSTRING || lua_rawlen(L, 3) == 0 || lua_rawlen(L, 3) > 200)
 		return RULE_ERR("rule %s: 'title' must be a string of 1 to 200 bytes", id);
+	lua_getfield(L, 1, "description");
+	if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TSTRING || lua_rawlen(L, -1) > 2000))
+		return RULE_ERR("rule %s: 'description' must be a string of at most 2000 bytes", id);
+	const char *desc = lua_isnil(L, -1) ? "" : lua_tostring(L, -1);
+	lua_pop(L, 1);
 	lua_getfield(L, 1, "severity"); /* 4 */
 	const char *sev = lua_type(L, 4) == LUA_TSTRING ? lua_tostring(L, 4) : "";
 	if (strcmp(sev, "low") != 0 && strcmp(sev, "medium") != 0 && strcmp(sev, "high") != 0 &&
@@ -863,6 +870,7 @@ static int l_rule(lua_State *L)
 	r->info.platforms = platforms;
 	r->info.id = dup_or_raise(L, id);
 	r->info.title = dup_or_raise(L, lua_tostring(L, 3));
+	r->info.description = dup_or_raise(L, desc);
 	r->info.severity = dup_or_raise(L, sev);
 	if (nactions) {
 		r->actions = calloc(nactions, sizeof *r->actions);

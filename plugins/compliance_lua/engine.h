@@ -44,6 +44,7 @@ enum bw_rule_verdict { BW_RULE_PASS, BW_RULE_FAIL, BW_RULE_ERROR, BW_RULE_NOT_AP
 struct bw_rule_info {
 	const char *id;             /* [a-z0-9-]{1,64}, unique in the engine */
 	const char *title;          /* non-empty */
+	const char *description;    /* optional longer text ("" when absent) */
 	const char *severity;       /* low, medium, high or critical */
 	unsigned platforms;         /* BW_RULE_* bits; 0: every platform */
 	const char *const *actions; /* notify, mark_noncompliant, block_mail, command:<type> */

@@ -900,8 +900,9 @@ static json_t *rule_json(const struct bw_rule_info *r, const char *file, bool en
 	json_t *acts = json_array();
 	for (size_t i = 0; i < r->nactions; i++)
 		json_array_append_new(acts, json_string(r->actions[i]));
-	return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s, s:b}", "id", r->id, "title", r->title, "severity", r->severity,
-	                 "platforms", pl, "actions", acts, "source", file, "enabled", enabled);
+	return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:b}", "id", r->id, "title", r->title, "description",
+	                 r->description ? r->description : "", "severity", r->severity, "platforms", pl, "actions",
+	                 acts, "source", file, "enabled", enabled);
 }
 
 static const char *base_name(const char *p)

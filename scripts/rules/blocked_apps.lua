@@ -8,6 +8,7 @@ local blocked = {
 rule {
 	id = "no-blocked-apps",
 	title = "No blocked app installed",
+	description = "apps the organisation does not allow (edit the list).",
 	severity = "high",
 	check = function(d)
 		for _, id in ipairs(blocked) do

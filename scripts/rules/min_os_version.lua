@@ -2,6 +2,7 @@
 rule {
 	id = "min-os-version",
 	title = "OS version is supported (Android 12+, iOS 16+)",
+	description = "the OS must still receive security updates: Android 12 or later, iOS 16 or later.",
 	severity = "high",
 	platforms = { "android", "ios" },
 	check = function(d)

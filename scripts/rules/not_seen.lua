@@ -2,6 +2,7 @@
 rule {
 	id = "seen-recently",
 	title = "Device checked in within the last 30 days",
+	description = "a device that has not checked in for 30 days may be lost, or its agent removed.",
 	severity = "medium",
 	check = function(d)
 		if d.last_seen == nil then

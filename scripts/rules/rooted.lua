@@ -2,6 +2,7 @@
 rule {
 	id = "not-rooted",
 	title = "Device is not rooted or jailbroken",
+	description = "a rooted (Android) or jailbroken (iOS) device cannot be trusted with company data.",
 	severity = "critical",
 	check = function(d)
 		if d.rooted then

@@ -216,6 +216,8 @@ static void test_declarations(void **state)
 	           "unknown action 'command:'");
 	load_fails("rule { id = 'a', title = 't', severity = 'low', platform = {'ios'}, check = function() end }",
 	           "unknown field 'platform'");
+	load_fails("rule { id = 'a', title = 't', description = 42, severity = 'low', check = function() end }",
+	           "'description' must be a string");
 	load_fails("local x = 1\n", "the file declares no rule");
 	load_fails("rule { id = 'a', title = 't', severity = 'low', check = function() return true end }\n"
 	           "rule { id = 'b', title = 't' severity = 'low' }\n",
@@ -231,11 +233,13 @@ static void test_declarations(void **state)
 
 	bw_rules_engine *e = new_engine(0, 0);
 	load_ok(e, "ok.lua",
-	        "rule { id = 'x-1', title = 'T', severity = 'critical', platforms = {'ios'},\n"
+	        "rule { id = 'x-1', title = 'T', description = 'Why it matters', severity = 'critical', platforms = "
+	        "{'ios'},\n"
 	        "  actions = {'notify', 'mark_noncompliant', 'block_mail', 'command:lock'}, check = function() "
 	        "return true end }\n");
 	const struct bw_rule_info *ri = bw_rules_info(e, 0);
 	assert_string_equal(ri->source, "ok.lua");
+	assert_string_equal(ri->description, "Why it matters");
 	assert_int_equal(ri->line, 1); /* where rule { starts */
 	assert_int_equal(ri->platforms, BW_RULE_IOS);
 	assert_int_equal(ri->nactions, 4);

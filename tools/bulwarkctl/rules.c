@@ -76,9 +76,9 @@ static json_t *rule_json(const struct bw_rule_info *ri)
 	json_t *actions = json_array();
 	for (size_t i = 0; i < ri->nactions; i++)
 		json_array_append_new(actions, json_string(ri->actions[i]));
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:o}", "id", ri->id, "title", ri->title, "severity", ri->severity,
-	                 "platforms", platforms_text(ri->platforms), "file", ri->source, "line", ri->line, "actions",
-	                 actions);
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:o}", "id", ri->id, "title", ri->title, "description",
+	                 ri->description ? ri->description : "", "severity", ri->severity, "platforms",
+	                 platforms_text(ri->platforms), "file", ri->source, "line", ri->line, "actions", actions);
 }
 
 int bwctl_cmd_rules_check(struct bwctl_ctx *ctx, const struct bwctl_args *args)
