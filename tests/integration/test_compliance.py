@@ -238,3 +238,30 @@ def test_os_update_reevaluates(env):
     res = wait_results(admin, dev.id, lambda b: b["rules"]["os-14-1"]["verdict"] == "pass")
     assert res["rules"]["os-14-1"]["verdict"] == "pass", res
     admin.call("PUT", BASE + "rules/os141.lua/enabled", json={"enabled": False}, expect=200)
+
+
+def test_command_action_queues_a_command(env):
+    """A failing rule with a command:<type> action queues that command for the device, once, as the
+    plugin (created_by "plugin:compliance_lua"), and the device receives it at its next check-in."""
+    srv, admin, agent = env
+    src = ('rule { id = "locate-when-usb", title = "Locate devices with USB debugging", severity = "low",\n'
+           '       platforms = { "android" }, actions = { "command:locate" },\n'
+           '       check = function(d) return d.usb_debugging ~= true end }\n')
+    admin.call("POST", BASE + "rules", json={"name": "locate.lua", "source": src}, expect=201)
+    try:
+        dev = agent.enroll("--platform", "android")
+        dev.run("--set-usb-debugging", "on")
+        wait_results(admin, dev.id, lambda b: b["rules"].get("locate-when-usb", {}).get("verdict") == "fail")
+        deadline = time.time() + 10
+        cmds = []
+        while time.time() < deadline:
+            cmds = [c for c in admin.call("GET", "/api/v1/devices/%s/commands" % dev.id, expect=200).body["commands"]
+                    if c["type"] == "locate"]
+            if cmds:
+                break
+            time.sleep(0.2)
+        assert len(cmds) == 1 and cmds[0]["created_by"] == "plugin:compliance_lua", cmds
+        cp = dev.run()
+        assert "locate" in cp.stdout, cp.stdout
+    finally:
+        admin.call("PUT", BASE + "rules/locate.lua/enabled", json={"enabled": False}, expect=200)
