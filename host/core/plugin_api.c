@@ -162,10 +162,9 @@ static int api_route_add(bw_plugin_ctx *ctx, const struct bw_route *route, bw_er
 		return bw_error_set(err, BW_E_INVALID, "route listener must be \"admin\" or \"agent\"");
 	if (route->path[0] == '/' || strstr(route->path, "..") || strlen(route->path) > 200)
 		return bw_error_set(err, BW_E_INVALID, "route path '%s' must be relative, without '..'", route->path);
-	if (!admin)
-		return bw_error_set(err, BW_E_NOTIMPL,
-		                    "agent routes arrive with device authentication (not implemented yet)");
-	int role = route->min_role;
+	/* Agent routes always need a valid device certificate (the router's device authenticator);
+	 * req_principal is then the device id. min_role applies to admin routes only. */
+	int role = admin ? route->min_role : BW_ROLE_READONLY;
 	if (role < BW_ROLE_READONLY || role > BW_ROLE_ADMIN)
 		return bw_error_set(err, BW_E_INVALID, "admin routes need min_role BW_ROLE_READONLY or BW_ROLE_ADMIN");
 	struct plugin_route *pr = calloc(1, sizeof *pr);
@@ -175,8 +174,10 @@ static int api_route_add(bw_plugin_ctx *ctx, const struct bw_route *route, bw_er
 	pr->handler = route->handler;
 	pr->arg = route->arg;
 	char pattern[300];
-	snprintf(pattern, sizeof pattern, "/api/v1/plugins/%s/%s", ctx->name, route->path);
-	int rc = bw_router_add(ctx->host->admin_router, route->method, pattern, role, route_trampoline, pr, ctx, err);
+	snprintf(pattern, sizeof pattern, admin ? "/api/v1/plugins/%s/%s" : "/agent/v1/plugins/%s/%s", ctx->name,
+	         route->path);
+	int rc = bw_router_add(admin ? ctx->host->admin_router : ctx->host->agent_router, route->method, pattern, role,
+	                       route_trampoline, pr, ctx, err);
 	if (rc != BW_OK) {
 		free(pr);
 		return rc;

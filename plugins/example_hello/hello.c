@@ -122,6 +122,8 @@ static int hello_init(bw_plugin_ctx *ctx, const struct bw_host_api *host, void *
 	    {sizeof(struct bw_route), "admin", "GET", "hello", BW_ROLE_READONLY, get_hello, h},
 	    {sizeof(struct bw_route), "admin", "POST", "notes", BW_ROLE_ADMIN, post_note, h},
 	    {sizeof(struct bw_route), "admin", "GET", "notes", BW_ROLE_READONLY, get_notes, h},
+	    /* Devices: GET /agent/v1/plugins/example_hello/hello, authenticated by the device certificate. */
+	    {sizeof(struct bw_route), "agent", "GET", "hello", BW_ROLE_READONLY, get_hello, h},
 	};
 	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
 		if (host->route_add(ctx, &routes[i], err) != BW_OK)

@@ -899,3 +899,18 @@ def test_metrics_enrollments_and_checkins(env, tmp_path):
     assert_401(srv.agent_api("POST", "/agent/v1/checkin", json={}))
     assert dev.api("POST", "/agent/v1/checkin", body="{").status == 400
     assert metric_value(srv, "bulwark_checkins_total") == c0 + 3
+
+
+def test_plugin_agent_route_needs_device_certificate(module_servers, agent_bin, tmp_path):
+    """A plugin's agent route (/agent/v1/plugins/<name>/...) runs only for a valid device
+    certificate, and the plugin sees the device id as the caller."""
+    srv = module_servers.start(plugins=["example_hello"])
+    devs = tmp_path / "devs"
+    devs.mkdir()
+    admin, agent = make_env(srv, agent_bin, devs)
+    dev = agent.enroll()
+    r = dev.api("GET", "/agent/v1/plugins/example_hello/hello")
+    assert r.status == 200 and r.body["message"] == "Hello, %s!" % dev.id, r
+    assert srv.agent_api("GET", "/agent/v1/plugins/example_hello/hello").status == 401
+    dev.agent("unenroll", "--state", dev.state)
+    assert dev.api("GET", "/agent/v1/plugins/example_hello/hello").status == 401

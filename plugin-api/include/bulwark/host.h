@@ -39,8 +39,9 @@ enum bw_role { BW_ROLE_NONE = 0, BW_ROLE_READONLY = 1, BW_ROLE_ADMIN = 2 };
 
 /* A route served by a plugin. Admin routes live under /api/v1/plugins/<plugin>/<path>,
  * agent routes under /agent/v1/plugins/<plugin>/<path>. The host authenticates the caller
- * (admin session or API token with at least `min_role`; on the agent listener, later, the
- * device certificate) before the handler runs. */
+ * (admin listener: a session or API token with at least `min_role`; agent listener: a valid
+ * device certificate, whatever min_role says, and req_principal is then the device id) before
+ * the handler runs. */
 struct bw_route {
 	uint32_t size;        /* sizeof(struct bw_route) */
 	const char *listener; /* "admin" or "agent" */
