@@ -735,11 +735,7 @@ static void post_certificate(struct bw_http_req *req, void *arg)
 
 int bw_agent_api_register(struct bw_host *h, bw_error *err)
 {
-	static const struct {
-		const char *method, *path;
-		int role;
-		bw_handler_fn fn;
-	} routes[] = {
+	static const struct bw_route_def routes[] = {
 	    {"POST", "/agent/v1/enroll", BW_ROLE_NONE, post_enroll},
 	    {"POST", "/agent/v1/checkin", BW_ROLE_READONLY, post_checkin},
 	    {"POST", "/agent/v1/commands/{id}/result", BW_ROLE_READONLY, post_result},
@@ -749,11 +745,5 @@ int bw_agent_api_register(struct bw_host *h, bw_error *err)
 	    {"POST", "/agent/v1/certificate", BW_ROLE_READONLY, post_certificate},
 	};
 	bw_router_set_auth(h->agent_router, device_auth);
-	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-		int rc = bw_router_add(h->agent_router, routes[i].method, routes[i].path, routes[i].role, routes[i].fn,
-		                       NULL, NULL, err);
-		if (rc != BW_OK)
-			return rc;
-	}
-	return BW_OK;
+	return bw_router_add_all(h->agent_router, routes, sizeof routes / sizeof routes[0], err);
 }

@@ -662,11 +662,7 @@ int bw_admin_api_register(struct bw_host *h, bw_error *err)
 {
 	if (!g_dummy_hash && bw_password_hash("bulwark-dummy-password", &g_dummy_hash, err) != BW_OK)
 		return err->code;
-	static const struct {
-		const char *method, *path;
-		int role;
-		bw_handler_fn fn;
-	} routes[] = {
+	static const struct bw_route_def routes[] = {
 	    {"GET", "/healthz", BW_ROLE_NONE, get_healthz},
 	    {"GET", "/metrics", BW_ROLE_NONE, get_metrics_maybe_auth},
 	    {"POST", "/api/v1/session", BW_ROLE_NONE, post_session},
@@ -682,11 +678,5 @@ int bw_admin_api_register(struct bw_host *h, bw_error *err)
 	    {"GET", "/api/v1/audit", BW_ROLE_READONLY, get_audit},
 	    {"GET", "/api/v1/db/backup", BW_ROLE_ADMIN, get_backup},
 	};
-	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-		int rc = bw_router_add(h->admin_router, routes[i].method, routes[i].path, routes[i].role, routes[i].fn,
-		                       NULL, NULL, err);
-		if (rc != BW_OK)
-			return rc;
-	}
-	return BW_OK;
+	return bw_router_add_all(h->admin_router, routes, sizeof routes / sizeof routes[0], err);
 }

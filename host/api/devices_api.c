@@ -1071,11 +1071,7 @@ static void get_logs(struct bw_http_req *req, void *arg)
 
 int bw_devices_api_register(struct bw_host *h, bw_error *err)
 {
-	static const struct {
-		const char *method, *path;
-		int role;
-		bw_handler_fn fn;
-	} routes[] = {
+	static const struct bw_route_def routes[] = {
 	    {"POST", "/api/v1/enrollment/keys", BW_ROLE_ADMIN, post_key},
 	    {"GET", "/api/v1/enrollment/keys", BW_ROLE_READONLY, get_keys},
 	    {"DELETE", "/api/v1/enrollment/keys/{id}", BW_ROLE_ADMIN, delete_key},
@@ -1097,11 +1093,5 @@ int bw_devices_api_register(struct bw_host *h, bw_error *err)
 	    {"DELETE", "/api/v1/commands/{id}", BW_ROLE_ADMIN, delete_command},
 	    {"GET", "/api/v1/logs", BW_ROLE_READONLY, get_logs},
 	};
-	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-		int rc = bw_router_add(h->admin_router, routes[i].method, routes[i].path, routes[i].role, routes[i].fn,
-		                       NULL, NULL, err);
-		if (rc != BW_OK)
-			return rc;
-	}
-	return BW_OK;
+	return bw_router_add_all(h->admin_router, routes, sizeof routes / sizeof routes[0], err);
 }

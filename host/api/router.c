@@ -116,6 +116,16 @@ int bw_router_add(bw_router *r, const char *method, const char *pattern, int min
 	return BW_OK;
 }
 
+int bw_router_add_all(bw_router *r, const struct bw_route_def *defs, size_t n, bw_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		int rc = bw_router_add(r, defs[i].method, defs[i].path, defs[i].min_role, defs[i].fn, NULL, NULL, err);
+		if (rc != BW_OK)
+			return rc;
+	}
+	return BW_OK;
+}
+
 /* Matches `path` against `pattern` segment by segment; {x} captures one non-empty segment. */
 static bool match(const char *pattern, const char *path, struct bw_http_req *req, bool capture)
 {

@@ -39,6 +39,13 @@ struct bw_route_entry {
 
 bw_router *bw_router_new(struct bw_host *host, const char *listener);
 void bw_router_free(bw_router *r);
+/* A host route, for tables registered with bw_router_add_all. */
+struct bw_route_def {
+	const char *method, *path;
+	int min_role;
+	bw_handler_fn fn;
+};
+int bw_router_add_all(bw_router *r, const struct bw_route_def *defs, size_t n, bw_error *err);
 /* Replaces bearer-token authentication for routes with min_role > NONE: `auth` returns 0, or
  * the HTTP status to refuse with (401 means "no valid credential"). The agent listener uses
  * it for device certificates (it fills req->principal with the device id). */
