@@ -345,14 +345,7 @@ static void get_admins(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	size_t i;
-	json_t *a;
-	json_array_foreach(list, i, a)
-	{
-		json_t *c = json_object_get(a, "created_at");
-		if (json_is_integer(c))
-			json_object_set_new(a, "created_at", bw_json_time(json_integer_value(c)));
-	}
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "admins", list));
 }
 
@@ -476,16 +469,7 @@ static void get_tokens(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	size_t i;
-	json_t *t;
-	json_array_foreach(list, i, t)
-	{
-		static const char *const keys[] = {"created_at", "expires_at", "last_used_at"};
-		for (int k = 0; k < 3; k++) {
-			json_t *v = json_object_get(t, keys[k]);
-			json_object_set_new(t, keys[k], bw_json_time(json_is_integer(v) ? json_integer_value(v) : 0));
-		}
-	}
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "tokens", list));
 }
 
@@ -579,14 +563,7 @@ static void get_audit(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	size_t i;
-	json_t *e;
-	json_array_foreach(list, i, e)
-	{
-		json_t *at = json_object_get(e, "at");
-		if (json_is_integer(at))
-			json_object_set_new(e, "at", bw_json_time(json_integer_value(at)));
-	}
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "entries", list));
 }
 

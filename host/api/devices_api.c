@@ -42,37 +42,6 @@ static void bad_request(struct bw_http_req *req, const char *message)
 	bw_req_reply_error(req, 400, "bad_request", message);
 }
 
-/* Store times are Unix seconds; the API shows RFC 3339 (0 = never/none = null). Only the top
- * level of an object: nested data (inventory, event data) is the device's own. */
-static bool is_time_key(const char *key)
-{
-	size_t n = strlen(key);
-	return strcmp(key, "at") == 0 || strcmp(key, "last_seen") == 0 || strcmp(key, "cert_not_after") == 0 ||
-	       (n > 3 && strcmp(key + n - 3, "_at") == 0);
-}
-
-static void times_to_text(json_t *v)
-{
-	if (json_is_array(v)) {
-		size_t i;
-		json_t *item;
-		json_array_foreach(v, i, item)
-		{
-			times_to_text(item);
-		}
-		return;
-	}
-	if (!json_is_object(v))
-		return;
-	const char *key;
-	json_t *val;
-	json_object_foreach(v, key, val)
-	{
-		if (json_is_integer(val) && is_time_key(key))
-			json_object_set_new(v, key, bw_json_time(json_integer_value(val)));
-	}
-}
-
 /* Never show a stored secret digest, whatever the store hands back. "No group" and "unlimited"
  * are stored as "" and 0; the API shows null, as in the answer that created the key. */
 static void strip_hashes(json_t *list)
@@ -371,7 +340,7 @@ static void get_keys(struct bw_http_req *req, void *arg)
 		return;
 	}
 	strip_hashes(list);
-	times_to_text(list);
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "keys", list));
 }
 
@@ -529,7 +498,7 @@ static void get_invitations(struct bw_http_req *req, void *arg)
 		return;
 	}
 	strip_hashes(list);
-	times_to_text(list);
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "invitations", list));
 }
 
@@ -542,7 +511,7 @@ static void get_outbox(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	times_to_text(list);
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "messages", list));
 }
 
@@ -622,7 +591,7 @@ static void get_allowlist(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	times_to_text(list);
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:b, s:o}", "enabled", enabled, "entries", list));
 }
 
@@ -740,7 +709,7 @@ static void get_refusals(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	times_to_text(list);
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "refusals", list));
 }
 
@@ -843,7 +812,7 @@ static void get_devices(struct bw_http_req *req, void *arg)
 		else
 			i++;
 	}
-	times_to_text(list);
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o, s:o}", "devices", list, "next_after", next));
 }
 
@@ -860,7 +829,7 @@ static void get_device(struct bw_http_req *req, void *arg)
 		return;
 	}
 	apply_seen(req->host, dev, (int64_t)time(NULL));
-	times_to_text(dev);
+	bw_json_times_to_text(dev);
 	bw_req_reply_json(req, 200, dev);
 }
 
@@ -938,7 +907,7 @@ static void get_device_commands(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	times_to_text(list);
+	bw_json_times_to_text(list);
 	bw_req_reply_json(req, 200, json_pack("{s:o}", "commands", list));
 }
 
@@ -954,7 +923,7 @@ static void get_command(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	times_to_text(cmd);
+	bw_json_times_to_text(cmd);
 	bw_req_reply_json(req, 200, cmd);
 }
 
@@ -1057,7 +1026,7 @@ static void get_logs(struct bw_http_req *req, void *arg)
 		bw_req_reply_bw_error(req, &err);
 		return;
 	}
-	times_to_text(list);
+	bw_json_times_to_text(list);
 	json_t *next = json_null();
 	if (json_array_size(list) == q.limit) {
 		json_t *last = json_object_get(json_array_get(list, q.limit - 1), "id");

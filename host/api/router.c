@@ -31,6 +31,37 @@ json_t *bw_json_time(int64_t t)
 	return json_string(buf);
 }
 
+/* Store times are Unix seconds; the API shows RFC 3339 (0 = never/none = null). Only the top
+ * level of an object: nested data (inventory, event data) is the device's own. */
+static bool is_time_key(const char *key)
+{
+	size_t n = strlen(key);
+	return strcmp(key, "at") == 0 || strcmp(key, "last_seen") == 0 || strcmp(key, "cert_not_after") == 0 ||
+	       (n > 3 && strcmp(key + n - 3, "_at") == 0);
+}
+
+void bw_json_times_to_text(json_t *v)
+{
+	if (json_is_array(v)) {
+		size_t i;
+		json_t *item;
+		json_array_foreach(v, i, item)
+		{
+			bw_json_times_to_text(item);
+		}
+		return;
+	}
+	if (!json_is_object(v))
+		return;
+	const char *key;
+	json_t *val;
+	json_object_foreach(v, key, val)
+	{
+		if (json_is_integer(val) && is_time_key(key))
+			json_object_set_new(v, key, bw_json_time(json_integer_value(val)));
+	}
+}
+
 void bw_req_audit(struct bw_http_req *req, const char *actor, const char *action, const char *target,
                   const char *outcome, const char *detail)
 {

@@ -72,6 +72,9 @@ int bw_req_json(struct bw_http_req *req, json_t **out, bw_error *err);
 
 /* RFC 3339 UTC text of Unix seconds, or JSON null for 0 (never/none). New reference. */
 json_t *bw_json_time(int64_t t);
+/* Converts the integer times of an object's top level (keys "at", "last_seen",
+ * "cert_not_after" and "*_at"), or of each object of an array, to bw_json_time. */
+void bw_json_times_to_text(json_t *v);
 /* Writes an audit entry (actor, the request's peer address, action, target, outcome, detail)
  * to the store and the log. Never pass secrets. */
 void bw_req_audit(struct bw_http_req *req, const char *actor, const char *action, const char *target,
