@@ -85,22 +85,48 @@ def ipv6_loopback_available():
         return False
 
 
-def free_port(also_v6=False):
-    """A TCP port free on 127.0.0.1 (and on ::1 when asked). The sockets are closed again, so
-    another process could take it in between; on loopback in a test run that is rare enough."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not also_v6:
-            return port
+def _ephemeral_range():
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+_handed_out = set()
+# Each test process walks its own stretch of 10000-31999 from a pid-derived start, so two runs on
+# one machine rarely meet; ports below the kernel's ephemeral range are never the local end of an
+# outgoing connection, which binding to port 0 and closing again cannot promise.
+_next_port = [10000 + (os.getpid() * 97) % 22000]
+
+
+def _bindable(family, host, port):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
-            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
-                s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s6.bind(("::1", port))
-            return port
+            s.bind((host, port))
         except OSError:
+            return False
+    return True
+
+
+def free_port(also_v6=False):
+    """A TCP port free on 127.0.0.1 (and on ::1 when asked) that this process has not handed out
+    before and that lies outside the ephemeral range. The probe socket is closed again; another
+    program could still take the port in between, but not one of our own clients."""
+    for _ in range(22000):
+        port = _next_port[0]
+        _next_port[0] = 10000 + (port - 10000 + 1) % 22000
+        if port in _handed_out or _EPHEMERAL[0] <= port <= _EPHEMERAL[1]:
             continue
+        if not _bindable(socket.AF_INET, "127.0.0.1", port):
+            continue
+        if also_v6 and not _bindable(socket.AF_INET6, "::1", port):
+            continue
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no free loopback port found")
 
 
