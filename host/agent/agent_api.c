@@ -5,11 +5,14 @@
 
 #include "crypto.h"
 #include "device_ca.h"
+#include "loader.h"
 #include "log.h"
 #include "registry.h"
 #include "router.h"
 
+#include <bulwark/directory.h>
 #include <event2/http.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
@@ -205,6 +208,134 @@ static bool allowlist_allows(struct bw_host *h, json_t *dev)
 	return false;
 }
 
+/* Creates the enrolled device, answers 201 with its certificate and tells the rest of the host. */
+static void enroll_register(struct bw_http_req *req, const char *id, json_t *dev, const char *group, const char *method,
+                            const char *cert, const char *serial, int64_t not_after, int64_t now)
+{
+	struct bw_host *h = req->host;
+	bw_error err = {0};
+	if (bw_store_device_create(h->store, id, dev, group[0] ? group : NULL, method, serial, not_after, now, &err) !=
+	    BW_OK) {
+		bw_req_reply_bw_error(req, &err);
+		return;
+	}
+	struct bw_device d = {.cert_not_after = not_after, .enrolled_at = now, .last_seen = now};
+	snprintf(d.id, sizeof d.id, "%s", id);
+	snprintf(d.status, sizeof d.status, "active");
+	snprintf(d.cert_serial, sizeof d.cert_serial, "%s", serial);
+	bw_registry_put(h->registry, &d);
+	bw_metric_add(h->m.enrollments, method, 1);
+	bw_log_info("enroll", "enrolled device %s (%s) by %s from %s", id,
+	            json_string_value(json_object_get(dev, "platform")), method, req->peer);
+	bw_events_emit(h->events, "device.enrolled",
+	               json_pack("{s:s, s:O, s:s, s:s?}", "device_id", id, "platform", json_object_get(dev, "platform"),
+	                         "method", method, "group", group[0] ? group : NULL),
+	               NULL);
+	bw_req_reply_json(req, 201,
+	                  json_pack("{s:s, s:s, s:s, s:I, s:I}", "device_id", id, "certificate", cert, "ca",
+	                            bw_device_ca_pem(h->device_ca), "not_after", (json_int_t)not_after,
+	                            "checkin_interval", (json_int_t)(h->settings.agent.checkin_interval_ms / 1000)));
+}
+
+/* Enrollment by directory credentials: the directory plugin binds as the user (on its work
+ * queue); the device is owned by that user and joins the device group its directory groups map
+ * to. Nothing is issued before the directory said yes. */
+struct dir_enroll {
+	struct bw_http_req *req;
+	json_t *dev;
+	char *csr;
+	char user[257];
+};
+
+static void enroll_directory_done(int rc, const char *message, json_t *user, void *arg)
+{
+	struct dir_enroll *e = arg;
+	struct bw_http_req *req = e->req;
+	struct bw_host *h = req->host;
+	char detail[400];
+	char *cert = NULL;
+	if (rc == BW_E_DENIED || rc == BW_E_NOTFOUND) {
+		snprintf(detail, sizeof detail, "user %s: %s", e->user,
+		         rc == BW_E_NOTFOUND ? "no such user"
+		         : message           ? message
+		                             : "refused");
+		bool wrong = rc == BW_E_NOTFOUND || !message || strstr(message, "password");
+		refuse(req, "directory_refused", detail, wrong ? "wrong user name or password" : message);
+		goto out;
+	}
+	if (rc != BW_OK) {
+		snprintf(detail, sizeof detail, "the directory cannot be reached: %s",
+		         message ? message : "no reason given");
+		bw_req_reply_error(req, 503, "directory_unavailable", detail);
+		goto out;
+	}
+	const char *upn = json_string_value(json_object_get(user, "upn"));
+	const char *login = json_string_value(json_object_get(user, "login"));
+	const char *name = json_string_value(json_object_get(user, "display_name"));
+	const char *mail = json_string_value(json_object_get(user, "mail"));
+	const char *dgroup = json_string_value(json_object_get(user, "device_group"));
+	json_object_set_new(e->dev, "owner", json_string(upn && *upn ? upn : login && *login ? login : e->user));
+	if (name && *name)
+		json_object_set_new(e->dev, "owner_name", json_string(name));
+	if (mail && *mail)
+		json_object_set_new(e->dev, "owner_email", json_string(mail));
+	char id[37], serial[41], group[129];
+	snprintf(group, sizeof group, "%s", dgroup ? dgroup : "");
+	int64_t not_after = 0;
+	bw_error err = {0};
+	if (bw_uuid_new(id, &err) != BW_OK ||
+	    bw_device_ca_issue(h->device_ca, e->csr, id, h->settings.agent.cert_validity_ms / 1000, &cert, serial,
+	                       &not_after, &err) != BW_OK) {
+		bw_req_reply_bw_error(req, &err);
+		goto out;
+	}
+	enroll_register(req, id, e->dev, group, "directory", cert, serial, not_after, (int64_t)time(NULL));
+out:
+	free(cert);
+	json_decref(e->dev);
+	free(e->csr);
+	free(e);
+}
+
+static void enroll_directory(struct bw_http_req *req, const char *user, const char *password, const char *csr,
+                             json_t *dev)
+{
+	void *arg = NULL;
+	const struct bw_directory_ops *ops = NULL;
+	struct bw_host *h = req->host;
+	if (bw_plugins_capability_count(h->plugins, "directory") > 0) {
+		const struct bw_capability *c = bw_plugins_capability(h->plugins, "directory", 0);
+		if (c->ops_size >= sizeof *ops) {
+			ops = c->ops;
+			arg = c->ops_arg;
+		}
+	}
+	if (!ops || !ops->authenticate) {
+		bw_req_reply_error(req, 501, "not_implemented",
+		                   "enrollment by directory credentials needs a directory plugin; none is configured");
+		return;
+	}
+	struct dir_enroll *e = calloc(1, sizeof *e);
+	if (!e || !(e->csr = strdup(csr))) {
+		free(e);
+		bw_req_reply_error(req, 503, "unavailable", "out of memory");
+		return;
+	}
+	e->req = req;
+	e->dev = json_incref(dev);
+	snprintf(e->user, sizeof e->user, "%s", user);
+	bw_error err = {0};
+	if (ops->authenticate(arg, user, password, enroll_directory_done, e, &err) != BW_OK) {
+		if (err.code == BW_E_INVALID)
+			refuse(req, "directory_refused", err.message, "wrong user name or password");
+		else
+			bw_req_reply_bw_error(req, &err);
+		json_decref(e->dev);
+		free(e->csr);
+		free(e);
+	}
+}
+
 /* ---- POST /agent/v1/enroll */
 
 static void post_enroll(struct bw_http_req *req, void *arg)
@@ -234,7 +365,7 @@ static void post_enroll(struct bw_http_req *req, void *arg)
 		bw_req_reply_error(req, 400, "bad_request", why);
 		goto out;
 	}
-	const char *key = NULL, *email = NULL, *code = NULL;
+	const char *key = NULL, *email = NULL, *code = NULL, *user = NULL, *password = NULL;
 	if (strcmp(method, "key") == 0) {
 		key = json_string_value(json_object_get(body, "key"));
 		if (!key || !bw_enrollment_key_valid(key)) {
@@ -252,9 +383,12 @@ static void post_enroll(struct bw_http_req *req, void *arg)
 			goto out;
 		}
 	} else {
-		bw_req_reply_error(req, 501, "not_implemented",
-		                   "enrollment by directory credentials needs a directory plugin; none is configured");
-		goto out;
+		user = json_string_value(json_object_get(body, "user"));
+		password = json_string_value(json_object_get(body, "password"));
+		if (!user || !password || !*user || !*password || strlen(user) > 256 || strlen(password) > 1024) {
+			bw_req_reply_error(req, 400, "bad_request", "user and password (strings) are required");
+			goto out;
+		}
 	}
 	if (!allowlist_allows(h, dev)) {
 		char detail[200];
@@ -263,6 +397,11 @@ static void post_enroll(struct bw_http_req *req, void *arg)
 		         or_dash(json_string_value(json_object_get(dev, "meid"))),
 		         or_dash(json_string_value(json_object_get(dev, "wifi_mac"))));
 		refuse(req, "not_on_allowlist", detail, "this device is not on the administrator's device list");
+		goto out;
+	}
+	if (user) {
+		enroll_directory(req, user, password, csr, dev);
+		OPENSSL_cleanse((void *)password, strlen(password));
 		goto out;
 	}
 	/* The CSR is checked (by issuing) before the key or invitation is used, so that a refused
@@ -304,27 +443,7 @@ static void post_enroll(struct bw_http_req *req, void *arg)
 			goto out;
 		}
 	}
-	if (bw_store_device_create(h->store, id, dev, group[0] ? group : NULL, method, serial, not_after, now, &err) !=
-	    BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		goto out;
-	}
-	struct bw_device d = {.cert_not_after = not_after, .enrolled_at = now, .last_seen = now};
-	snprintf(d.id, sizeof d.id, "%s", id);
-	snprintf(d.status, sizeof d.status, "active");
-	snprintf(d.cert_serial, sizeof d.cert_serial, "%s", serial);
-	bw_registry_put(h->registry, &d);
-	bw_metric_add(h->m.enrollments, method, 1);
-	bw_log_info("enroll", "enrolled device %s (%s) by %s from %s", id,
-	            json_string_value(json_object_get(dev, "platform")), method, req->peer);
-	bw_events_emit(h->events, "device.enrolled",
-	               json_pack("{s:s, s:O, s:s, s:s?}", "device_id", id, "platform", json_object_get(dev, "platform"),
-	                         "method", method, "group", group[0] ? group : NULL),
-	               NULL);
-	bw_req_reply_json(req, 201,
-	                  json_pack("{s:s, s:s, s:s, s:I, s:I}", "device_id", id, "certificate", cert, "ca",
-	                            bw_device_ca_pem(h->device_ca), "not_after", (json_int_t)not_after,
-	                            "checkin_interval", (json_int_t)(h->settings.agent.checkin_interval_ms / 1000)));
+	enroll_register(req, id, dev, group, method, cert, serial, not_after, now);
 out:
 	free(cert);
 	json_decref(body);

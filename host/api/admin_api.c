@@ -180,6 +180,30 @@ static json_t *body_or_reply(struct bw_http_req *req)
 
 /* ---- login */
 
+void bw_admin_session_issue(struct bw_http_req *req, const char *name, const char *role)
+{
+	struct bw_host *h = req->host;
+	char token[BW_TOKEN_LEN + 1], id[37], hash[65];
+	bw_error err = {0};
+	if (bw_token_new(token, &err) != BW_OK || bw_uuid_new(id, &err) != BW_OK) {
+		bw_req_reply_bw_error(req, &err);
+		return;
+	}
+	bw_token_hash(token, hash);
+	int64_t now = (int64_t)time(NULL);
+	int64_t exp = now + h->settings.admin.session_ttl_ms / 1000;
+	if (bw_store_token_create(h->store, id, name, "session", "login", role, hash, now, exp, &err) != BW_OK) {
+		bw_req_reply_bw_error(req, &err);
+		return;
+	}
+	bw_auth_success(h->auth, name);
+	bw_req_audit(req, name, "login", name, "success", NULL);
+	bw_req_reply_json(req, 201,
+	                  json_pack("{s:s, s:o, s:s, s:s}", "token", token, "expires_at", bw_json_time(exp), "user",
+	                            name, "role", role));
+	OPENSSL_cleanse(token, sizeof token);
+}
+
 /* Used when the account does not exist, so that a miss costs the same scrypt as a hit. */
 static char *g_dummy_hash;
 
@@ -216,25 +240,7 @@ static void login_done(void *arg)
 		bw_req_reply_error(req, 401, "bad_credentials", "wrong user name or password");
 		goto out;
 	}
-	char token[BW_TOKEN_LEN + 1], id[37], hash[65];
-	bw_error err = {0};
-	if (bw_token_new(token, &err) != BW_OK || bw_uuid_new(id, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		goto out;
-	}
-	bw_token_hash(token, hash);
-	int64_t now = (int64_t)time(NULL);
-	int64_t exp = now + h->settings.admin.session_ttl_ms / 1000;
-	if (bw_store_token_create(h->store, id, j->user, "session", "login", j->role, hash, now, exp, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		goto out;
-	}
-	bw_auth_success(h->auth, j->user);
-	bw_req_audit(req, j->user, "login", j->user, "success", NULL);
-	bw_req_reply_json(req, 201,
-	                  json_pack("{s:s, s:o, s:s, s:s}", "token", token, "expires_at", bw_json_time(exp), "user",
-	                            j->user, "role", j->role));
-	OPENSSL_cleanse(token, sizeof token);
+	bw_admin_session_issue(req, j->user, j->role);
 out:
 	free(j->password);
 	free(j->stored_hash);
@@ -281,7 +287,19 @@ static void post_session(struct bw_http_req *req, void *arg)
 	json_decref(body);
 	struct bw_admin a = {0};
 	bw_error err = {0};
-	if (bw_store_admin_get(h->store, j->user, &a, &err) == BW_OK) {
+	int found = bw_store_admin_get(h->store, j->user, &a, &err);
+	/* Accounts of the directory, and names no local account has, are the directory's to check. */
+	if (bw_directory_available(h) &&
+	    ((found == BW_OK && a.password_hash && strcmp(a.password_hash, BW_DIRECTORY_ACCOUNT) == 0) ||
+	     (found != BW_OK && err.code == BW_E_NOTFOUND))) {
+		bw_admin_clear(&a);
+		bw_directory_login(req, j->user, j->password);
+		OPENSSL_cleanse(j->password, strlen(j->password));
+		free(j->password);
+		free(j);
+		return;
+	}
+	if (found == BW_OK) {
 		j->found = true;
 		j->disabled = a.disabled;
 		j->stored_hash = a.password_hash;

@@ -36,6 +36,7 @@ struct bw_host {
 	SSL_CTX *agent_tls; /* agent listener: also asks for device certificates */
 	bw_device_ca *device_ca;
 	bw_registry *registry;
+	struct bw_push_wake *push; /* device wake-ups through push providers (push_wake.c) */
 	time_t started_at;
 	bool shutting_down;
 	size_t inflight; /* requests received and not yet answered, both listeners */

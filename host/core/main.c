@@ -9,6 +9,7 @@
 #include "devices_api.h"
 #include "loader.h"
 #include "log.h"
+#include "push_wake.h"
 #include "registry.h"
 #include "router.h"
 #include "tls.h"
@@ -680,14 +681,18 @@ static int run(const char *config_path)
 	if ((rc = bw_admin_api_register(h, &err)) != BW_OK ||
 	    (rc = bw_router_add(h->agent_router, "GET", "/healthz", BW_ROLE_NONE, agent_healthz, NULL, NULL, &err)) !=
 	        BW_OK ||
-	    (rc = bw_agent_api_register(h, &err)) != BW_OK || (rc = bw_devices_api_register(h, &err)) != BW_OK)
+	    (rc = bw_agent_api_register(h, &err)) != BW_OK || (rc = bw_devices_api_register(h, &err)) != BW_OK ||
+	    (rc = bw_push_wake_routes(h, &err)) != BW_OK)
 		goto fail;
 
 	h->plugins = bw_plugins_new(h);
 	if ((rc = bw_plugins_load(h->plugins, h->cfg, h->settings.server.plugin_dir, &err)) != BW_OK ||
 	    (rc = bw_plugins_check_sections(h->plugins, h->cfg, &err)) != BW_OK ||
-	    (rc = bw_plugins_init(h->plugins, &err)) != BW_OK || (rc = bw_plugins_start(h->plugins, &err)) != BW_OK)
+	    (rc = bw_plugins_init(h->plugins, &err)) != BW_OK || (rc = bw_plugins_start(h->plugins, &err)) != BW_OK ||
+	    !(h->push = bw_push_wake_new(h, &err))) {
+		rc = rc ? rc : err.code;
 		goto fail;
+	}
 
 	bw_admin_api_refresh_health(h);
 	struct event *health_ev = event_new(h->base, -1, EV_PERSIST, health_tick, h);
@@ -738,6 +743,7 @@ cleanup:
 	bw_http_server_free(h->admin_srv);
 	bw_http_server_free(h->agent_srv);
 	bw_workq_free(h->workq); /* completions may still answer requests: before the routers go */
+	bw_push_wake_free(h->push); /* after the plugins' fini */
 	bw_http_client_free(h->http);
 	bw_plugins_free(h->plugins);
 	bw_registry_free(h->registry); /* writes the last coalesced last-seen times */

@@ -50,7 +50,8 @@ struct bw_push_ops {
 	const char *provider; /* "apns" or "fcm": matches the device's push.provider */
 	/* Queues one message; `done` runs exactly once on the loop thread, after retries, unless
 	 * send() fails: BW_E_INVALID (malformed token), BW_E_LIMIT (queue full), BW_E_STATE (the
-	 * plugin is not started or is stopping). Loop thread. */
+	 * plugin is not started or is stopping). Loop thread. At stop, the plugin finishes (or
+	 * fails with reason "stopping") every message it still holds: no done is ever lost. */
 	int (*send)(void *arg, const struct bw_push_message *msg, bw_push_done_fn done, void *done_arg, bw_error *err);
 };
 
