@@ -7,6 +7,7 @@
 #include "device_ca.h"
 #include "loader.h"
 #include "log.h"
+#include "policies.h"
 #include "registry.h"
 #include "router.h"
 
@@ -652,6 +653,12 @@ static void post_checkin(struct bw_http_req *req, void *arg)
 		}
 	}
 	bw_registry_seen(h->registry, d, now);
+	/* policy: the version the device reports having applied, and the one it should run */
+	bw_policies *pol = bw_policies_of(h);
+	const char *applied = json_string_value(json_object_get(body, "policy_version"));
+	if (pol && applied)
+		bw_policy_device_applied(pol, d->id, applied);
+	const char *policy_version = pol ? bw_policy_device_version(pol, d->id) : NULL;
 	json_t *commands = NULL;
 	if (d->pending) {
 		bw_error err = {0};
@@ -668,9 +675,10 @@ static void post_checkin(struct bw_http_req *req, void *arg)
 	json_decref(body);
 	bw_req_reply_json(req, 200,
 	                  json_pack("{s:o, s:s?, s:{s:s}, s:I, s:b}", "commands", commands ? commands : json_array(),
-	                            "inventory_request", asked_full ? "full" : NULL, "policy", "version", "0",
-	                            "checkin_interval", (json_int_t)(h->settings.agent.checkin_interval_ms / 1000),
-	                            "renew_certificate", renew));
+	                            "inventory_request", asked_full ? "full" : NULL, "policy", "version",
+	                            policy_version ? policy_version : "0", "checkin_interval",
+	                            (json_int_t)(h->settings.agent.checkin_interval_ms / 1000), "renew_certificate",
+	                            renew));
 }
 
 /* ---- POST /agent/v1/commands/{id}/result */
@@ -807,17 +815,49 @@ static void post_unenroll(struct bw_http_req *req, void *arg)
 	bw_req_reply_json(req, 200, json_pack("{s:s}", "status", "unregistered"));
 }
 
+/* If-None-Match holds the ETag (or a list of them, or "*"): the device already has this version. */
+static bool etag_matches(const char *inm, const char *etag)
+{
+	if (!inm)
+		return false;
+	if (strcmp(inm, "*") == 0)
+		return true;
+	size_t n = strlen(etag);
+	for (const char *p = strstr(inm, etag); p; p = strstr(p + 1, etag)) {
+		char after = p[n];
+		if (after == '\0' || after == ',' || after == ' ')
+			return true;
+	}
+	return false;
+}
+
 static void get_policy(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
-	/* Policy content arrives with the policies issue; the versioning mechanics are here. */
-	const char *inm = bw_req_header(req, "If-None-Match");
-	evhttp_add_header(evhttp_request_get_output_headers(req->ev), "ETag", "\"0\"");
-	if (inm && strcmp(inm, "\"0\"") == 0) {
+	bw_policies *p = bw_policies_of(req->host);
+	json_t *doc = NULL;
+	bw_error err = {0};
+	if (!p) {
+		bw_req_reply_error(req, 503, "unavailable", "the policy service is not running");
+		return;
+	}
+	const char *version = bw_policy_device_version(p, req->principal);
+	if (!version) {
+		bw_req_reply_error(req, 404, "not_found", "no policy for this device");
+		return;
+	}
+	char etag[BW_POLICY_VERSION_LEN + 3];
+	snprintf(etag, sizeof etag, "\"%s\"", version);
+	evhttp_add_header(evhttp_request_get_output_headers(req->ev), "ETag", etag);
+	if (etag_matches(bw_req_header(req, "If-None-Match"), etag)) {
 		bw_req_reply_json(req, 304, NULL);
 		return;
 	}
-	bw_req_reply_json(req, 200, json_pack("{s:s, s:{}}", "version", "0", "policy"));
+	if (bw_policy_device_document(p, req->principal, &doc, &err) != BW_OK) {
+		bw_req_reply_bw_error(req, &err);
+		return;
+	}
+	bw_req_reply_json(req, 200, doc);
 }
 
 static void post_certificate(struct bw_http_req *req, void *arg)

@@ -9,6 +9,8 @@
 #include "devices_api.h"
 #include "loader.h"
 #include "log.h"
+#include "policies.h"
+#include "policies_api.h"
 #include "push_wake.h"
 #include "registry.h"
 #include "router.h"
@@ -661,6 +663,10 @@ static int run(const char *config_path)
 		rc = err.code;
 		goto fail;
 	}
+	if (!bw_policies_new(h, &err)) { /* reached through bw_policies_of(h) */
+		rc = err.code;
+		goto fail;
+	}
 	h->admin_router = bw_router_new(h, "admin");
 	h->agent_router = bw_router_new(h, "agent");
 	struct bw_http_limits lim = limits_of(&h->settings);
@@ -682,7 +688,7 @@ static int run(const char *config_path)
 	    (rc = bw_router_add(h->agent_router, "GET", "/healthz", BW_ROLE_NONE, agent_healthz, NULL, NULL, &err)) !=
 	        BW_OK ||
 	    (rc = bw_agent_api_register(h, &err)) != BW_OK || (rc = bw_devices_api_register(h, &err)) != BW_OK ||
-	    (rc = bw_push_wake_routes(h, &err)) != BW_OK)
+	    (rc = bw_policies_api_register(h, &err)) != BW_OK || (rc = bw_push_wake_routes(h, &err)) != BW_OK)
 		goto fail;
 
 	h->plugins = bw_plugins_new(h);
@@ -746,6 +752,8 @@ cleanup:
 	bw_push_wake_free(h->push); /* after the plugins' fini */
 	bw_http_client_free(h->http);
 	bw_plugins_free(h->plugins);
+	/* after the plugins: their fini may read device policies */
+	bw_policies_free(bw_policies_of(h));
 	bw_registry_free(h->registry); /* writes the last coalesced last-seen times */
 	bw_router_free(h->admin_router);
 	bw_router_free(h->agent_router);

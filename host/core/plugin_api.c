@@ -4,6 +4,7 @@
 #include "devices.h"
 #include "loader.h"
 #include "log.h"
+#include "policies.h"
 #include "registry.h"
 #include "router.h"
 
@@ -302,6 +303,11 @@ static int api_device_get(bw_plugin_ctx *ctx, const char *device_id, json_t **ou
 	if (st && strcmp(st, "active") == 0 &&
 	    seen < (int64_t)time(NULL) - ctx->host->settings.agent.out_of_sync_after_ms / 1000)
 		json_object_set_new(*out, "status", json_string("out_of_sync"));
+	/* The effective policy in its admin form (secrets only as "password_set"): rules read it. */
+	bw_policies *pol = bw_policies_of(ctx->host);
+	json_t *policy = NULL;
+	if (pol && bw_policy_device_effective(pol, device_id, &policy, NULL) == BW_OK)
+		json_object_set_new(*out, "policy", policy);
 	return BW_OK;
 }
 

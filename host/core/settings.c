@@ -108,6 +108,10 @@ static const struct bw_config_field agent_fields[] = {
       "Device event logs older than this are purged (checked hourly).", 0, 3600000, 315360000000),
     F(BW_FIELD_DURATION, "command_ttl", "\"7d\"", agent_t, command_ttl_ms, "Default expiry of a queued command.", 0,
       60000, 31536000000),
+    F(BW_FIELD_DURATION, "policy_timeout", "\"1h\"", agent_t, policy_timeout_ms,
+      "A device that has not applied its current policy this long after it was sent is shown as out of sync and "
+      "gets sync_policy again (and again after each further period).",
+      0, 1000, 31536000000),
     F(BW_FIELD_STRINGS, "trusted_proxies", "{}", agent_t, trusted_proxies,
       "Addresses of TLS-terminating proxies allowed to pass a device certificate in the Client-Cert header (RFC 9440).",
       0, 0, 0),

@@ -39,7 +39,7 @@ struct bw_settings {
 	struct {
 		char *device_ca, *device_ca_key;
 		int64_t cert_validity_ms, renew_before_ms, checkin_interval_ms, ack_timeout_ms, out_of_sync_after_ms,
-		    events_retention_ms, command_ttl_ms;
+		    events_retention_ms, command_ttl_ms, policy_timeout_ms;
 		struct bw_strings trusted_proxies;
 	} agent;
 };

@@ -121,6 +121,8 @@ enum dev_field {
 	F_AGENT,
 	F_OWNER,
 	F_GROUP,
+	F_OWNER_NAME,
+	F_OWNER_EMAIL,
 	NF
 };
 enum dev_kind { K_TEXT, K_IMEI, K_MEID, K_MAC };
@@ -140,12 +142,14 @@ static const struct {
     [F_AGENT] = {"agent_version", DEV_VERSION_MAX, K_TEXT},
     [F_OWNER] = {"owner", DEV_TEXT_MAX, K_TEXT},
     [F_GROUP] = {"group", DEV_TEXT_MAX, K_TEXT},
+    [F_OWNER_NAME] = {"owner_name", DEV_TEXT_MAX, K_TEXT},
+    [F_OWNER_EMAIL] = {"owner_email", 254, K_TEXT},
 };
 
 #define DEVICE_COLS                                                                                                    \
 	"id, platform, status, group_name, owner, cert_serial, cert_not_after, enrolled_at, last_seen, "               \
 	"status_changed_at, enroll_method, os_version, model, manufacturer, serial, imei, meid, wifi_mac, "            \
-	"phone_number, agent_version, push_provider, push_token"
+	"phone_number, agent_version, push_provider, push_token, owner_name, owner_email"
 #define STRUCT_COLS "id, platform, status, cert_serial, cert_not_after, enrolled_at, last_seen, group_name, owner"
 #define SUMMARY_COLS                                                                                                   \
 	"id, platform, status, group_name, owner, os_version, model, manufacturer, agent_version, enrolled_at, "       \
@@ -169,8 +173,10 @@ static const struct {
 	UPD("agent_version", "19", "20")                                                                               \
 	UPD("owner", "21", "22")                                                                                       \
 	UPD("group_name", "23", "24")                                                                                  \
-	UPD("push_provider", "25", "26")                                                                               \
-	" push_token = CASE WHEN ?25 THEN ?27 ELSE push_token END"
+	UPD("owner_name", "25", "26")                                                                                  \
+	UPD("owner_email", "27", "28")                                                                                 \
+	UPD("push_provider", "29", "30")                                                                               \
+	" push_token = CASE WHEN ?29 THEN ?31 ELSE push_token END"
 
 /* INDEXED BY pins the statements of the hot paths and of the periodic jobs to their index:
  * statistics gathered while a table was small (PRAGMA optimize at close) would otherwise let the
@@ -186,9 +192,10 @@ static const char *const dsql[D__FIXED] = {
     [D_DEVICE_INSERT] = "INSERT INTO devices (id, platform, status, enroll_method, cert_serial, cert_not_after,"
                         " enrolled_at, last_seen, status_changed_at, os_version_key, push_provider, push_token,"
                         " os_version, model, manufacturer, serial, imei, meid, wifi_mac, phone_number,"
-                        " agent_version, owner, group_name)"
+                        " agent_version, owner, group_name, owner_name, owner_email)"
                         " VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-                        " ?15, ?16, ?17, ?18, coalesce(?19, ''), coalesce(?20, ''))",
+                        " ?15, ?16, ?17, ?18, coalesce(?19, ''), coalesce(?20, ''), coalesce(?21, ''),"
+                        " coalesce(?22, ''))",
     [D_DEVICE_GET] = "SELECT " STRUCT_COLS " FROM devices WHERE id = ?1",
     [D_DEVICE_JSON] = "SELECT " DEVICE_COLS " FROM devices WHERE id = ?1",
     [D_DEVICE_UPDATE] = "UPDATE devices SET" DEVICE_UPDATE_SET " WHERE id = ?1",
@@ -672,7 +679,7 @@ int bw_store_device_create(bw_store *st, const char *id, json_t *device, const c
 	    (ret = check_serial(cert_serial, err)) || (ret = check_time(cert_not_after, "certificate expiry", err)) ||
 	    (ret = check_time(now, "now", err)))
 		return ret;
-	dv.v[F_GROUP] = group_name;
+	dv.v[F_GROUP] = group_name && *group_name ? group_name : "default"; /* every device is in a group */
 	sqlite3_stmt *s;
 	if ((ret = dstmt(st, D_DEVICE_INSERT, &s, err)) ||
 	    (ret = bw_store_sql_bind(st, s, err, "ttttiit", id, platform, enroll_method, cert_serial, cert_not_after,
@@ -750,6 +757,8 @@ static const struct col_map device_map[] = {
     {"agent_version", C_TEXT},
     {NULL, C_TEXT} /* push */,
     {NULL, C_TEXT},
+    {"owner_name", C_TEXT},
+    {"owner_email", C_TEXT},
 };
 
 /* Adds "inventory" (null when none) and "inventory_at" (0) to a device's JSON. */
@@ -821,7 +830,7 @@ int bw_store_device_update(bw_store *st, const char *id, json_t *fields, bw_erro
 	sqlite3_stmt *s;
 	if ((ret = dstmt(st, D_DEVICE_UPDATE, &s, err)) || (ret = bw_store_sql_bind(st, s, err, "t", id)))
 		return ret;
-	/* ?2,?3 os_version, ?4 its key; then (flag, value) pairs from ?5; push ?25..?27 */
+	/* ?2,?3 os_version, ?4 its key; then (flag, value) pairs from ?5; push ?29..?31 */
 	int rc = sqlite3_bind_int(s, 2, dv.present[F_OS]);
 	if (rc == SQLITE_OK)
 		rc = dv.v[F_OS] ? sqlite3_bind_text(s, 3, dv.v[F_OS], -1, SQLITE_STATIC) : sqlite3_bind_null(s, 3);
@@ -831,15 +840,15 @@ int bw_store_device_update(bw_store *st, const char *id, json_t *fields, bw_erro
 		int p = 5 + 2 * (f - F_MODEL);
 		rc = sqlite3_bind_int(s, p, dv.present[f]);
 		/* owner and group are never NULL: null clears them to "" */
-		const char *v = dv.v[f] ? dv.v[f] : (f == F_OWNER || f == F_GROUP) ? "" : NULL;
+		const char *v = dv.v[f] ? dv.v[f] : (f == F_OWNER || f == F_GROUP || f >= F_OWNER_NAME) ? "" : NULL;
 		if (rc == SQLITE_OK)
 			rc = v ? sqlite3_bind_text(s, p + 1, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, p + 1);
 	}
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(s, 25, dv.push_present);
+		rc = sqlite3_bind_int(s, 29, dv.push_present);
 	const char *push[2] = {dv.push_provider, dv.push_token};
 	if (rc == SQLITE_OK)
-		rc = bind_texts(s, 26, push, 2);
+		rc = bind_texts(s, 30, push, 2);
 	if (rc != SQLITE_OK) {
 		ret = bw_store_sql_fail(st, rc, err, "updating a device: binding");
 		bw_store_sql_end(s);

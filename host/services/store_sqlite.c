@@ -201,6 +201,49 @@ static const char *const migrations[] = {
     " device_id TEXT,"
     " reason TEXT,"
     " revoked_at INTEGER NOT NULL) WITHOUT ROWID;",
+
+    /* 4: groups and policies (store_policies.c). Devices and enrollment keys keep naming their
+     * group (group_name; '' means "default"): every name already in use becomes a group under
+     * "default" (id 1, the root, which can be neither deleted nor renamed). A group's
+     * policy_version is the number of its current document in policy_versions (0: none,
+     * everything inherited). Documents are stored in their protected form: secrets as verifiers
+     * or ciphertexts only (policy_doc.h). */
+    "CREATE TABLE groups ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " name TEXT NOT NULL UNIQUE,"
+    " parent_id INTEGER REFERENCES groups(id),"
+    " description TEXT NOT NULL DEFAULT '',"
+    " created_at INTEGER NOT NULL,"
+    " policy_version INTEGER NOT NULL DEFAULT 0,"
+    " CHECK ((id = 1) = (parent_id IS NULL)));"
+    "CREATE INDEX groups_parent ON groups(parent_id);"
+    "INSERT INTO groups (id, name, parent_id, created_at)"
+    " VALUES (1, 'default', NULL, CAST(strftime('%s', 'now') AS INTEGER));"
+    "INSERT OR IGNORE INTO groups (name, parent_id, created_at)"
+    " SELECT DISTINCT group_name, 1, CAST(strftime('%s', 'now') AS INTEGER) FROM"
+    " (SELECT group_name FROM devices UNION SELECT group_name FROM enrollment_keys)"
+    " WHERE group_name <> '' ORDER BY group_name;"
+    "UPDATE devices SET group_name = 'default' WHERE group_name = '';"
+    "CREATE TABLE policy_versions ("
+    " group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,"
+    " version INTEGER NOT NULL CHECK (version > 0),"
+    " document TEXT NOT NULL,"
+    " author TEXT NOT NULL DEFAULT '',"
+    " created_at INTEGER NOT NULL,"
+    " summary TEXT NOT NULL DEFAULT '',"
+    " PRIMARY KEY (group_id, version));"
+    /* delivery state: the version last assigned (queued) and the one the device reported */
+    "CREATE TABLE device_policy_state ("
+    " device_id TEXT PRIMARY KEY NOT NULL REFERENCES devices(id) ON DELETE CASCADE,"
+    " assigned_version TEXT NOT NULL DEFAULT '',"
+    " assigned_at INTEGER NOT NULL DEFAULT 0,"
+    " resent_at INTEGER NOT NULL DEFAULT 0,"
+    " applied_version TEXT NOT NULL DEFAULT '',"
+    " applied_at INTEGER NOT NULL DEFAULT 0,"
+    " out_of_sync INTEGER NOT NULL DEFAULT 0 CHECK (out_of_sync IN (0, 1))) WITHOUT ROWID;"
+    /* the owner's name and e-mail from the directory (enrollment by directory credentials) */
+    "ALTER TABLE devices ADD COLUMN owner_name TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE devices ADD COLUMN owner_email TEXT NOT NULL DEFAULT '';",
 };
 
 #define SCHEMA_LATEST ((int)(sizeof migrations / sizeof migrations[0]))

@@ -523,6 +523,10 @@ static json_t *device_view(json_t *dev)
 		copy_field(w, "security", wifi, "security");
 		json_object_set_new(v, "wifi", w);
 	}
+	/* The effective policy of the device's group (admin form: secrets only as "password_set"). */
+	json_t *policy = json_object_get(dev, "policy");
+	if (json_is_object(policy))
+		json_object_set(v, "policy", policy);
 	/* No host service reports findings yet (scanner plugins will). */
 	json_object_set_new(v, "findings", json_array());
 	return v;

@@ -143,7 +143,7 @@ static void assert_file_bytes(const char *path, const char *before, size_t befor
 static void test_fresh_database_gets_latest(void **state)
 {
 	struct ctx *c = *state;
-	assert_int_equal(bw_store_schema_latest(), 3);
+	assert_int_equal(bw_store_schema_latest(), 4);
 	c->st = open_ok(c);
 	assert_int_equal(bw_store_schema_version(c->st), bw_store_schema_latest());
 	assert_int_equal(bw_store_ping(c->st, NULL), BW_OK);
@@ -151,7 +151,7 @@ static void test_fresh_database_gets_latest(void **state)
 	struct stat sb;
 	assert_int_equal(stat(c->path, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
-	assert_int_equal(raw_int(c->path, "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(c->path, "PRAGMA user_version"), 4);
 	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM sqlite_schema WHERE name IN ('admins', "
 	                                  "'plugin_records', 'tokens', 'audit_log')"),
 	                 4);
@@ -168,7 +168,7 @@ static void test_fresh_database_gets_latest(void **state)
 	/* a second open finds the latest schema and changes nothing */
 	bw_store_close(c->st);
 	c->st = open_ok(c);
-	assert_int_equal(bw_store_schema_version(c->st), 3);
+	assert_int_equal(bw_store_schema_version(c->st), 4);
 }
 
 static void test_open_step_by_step(void **state)
@@ -181,10 +181,10 @@ static void test_open_step_by_step(void **state)
 	bw_store_close(c->st);
 	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'tokens'"), 0);
 	c->st = open_ok(c);
-	assert_int_equal(bw_store_schema_version(c->st), 3);
+	assert_int_equal(bw_store_schema_version(c->st), 4);
 	assert_int_equal(raw_int(c->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'tokens'"), 1);
 
-	assert_null(bw_store_open_version(c->path, 4, &err));
+	assert_null(bw_store_open_version(c->path, 5, &err));
 	assert_int_equal(err.code, BW_E_INVALID);
 	assert_null(bw_store_open_version(c->path, -1, &err));
 	assert_int_equal(err.code, BW_E_INVALID);
@@ -346,7 +346,7 @@ static void test_newer_schema_refused_untouched(void **state)
 	c->st = open_ok(c);
 	bw_store_close(c->st);
 	c->st = NULL;
-	raw_exec(c->path, "PRAGMA user_version = 4");
+	raw_exec(c->path, "PRAGMA user_version = 5");
 	char wal[1100];
 	snprintf(wal, sizeof wal, "%s-wal", c->path);
 	assert_false(file_exists(wal)); /* everything is in the main file */
@@ -356,10 +356,10 @@ static void test_newer_schema_refused_untouched(void **state)
 	bw_error err = {0};
 	assert_null(bw_store_open(c->path, &err));
 	assert_int_equal(err.code, BW_E_DB);
-	assert_non_null(strstr(err.message, "database schema version 4 is newer than this build supports (3)"));
+	assert_non_null(strstr(err.message, "database schema version 5 is newer than this build supports (4)"));
 	assert_non_null(strstr(err.message, "upgrade Bulwark or restore a backup"));
 	assert_file_bytes(c->path, before, len);
-	assert_int_equal(raw_int(c->path, "PRAGMA user_version"), 4);
+	assert_int_equal(raw_int(c->path, "PRAGMA user_version"), 5);
 	free(before);
 
 	/* a rollback-journal database: even the WAL switch would change its header */
@@ -369,7 +369,7 @@ static void test_newer_schema_refused_untouched(void **state)
 	before = read_all(other, &len);
 	assert_null(bw_store_open(other, &err));
 	assert_int_equal(err.code, BW_E_DB);
-	assert_non_null(strstr(err.message, "schema version 99 is newer than this build supports (3)"));
+	assert_non_null(strstr(err.message, "schema version 99 is newer than this build supports (4)"));
 	assert_file_bytes(other, before, len);
 	free(before);
 }
@@ -1064,7 +1064,7 @@ static void test_backup_while_writing(void **state)
 	free(check);
 	bw_store *copy = bw_store_open(dest, &err);
 	assert_non_null(copy);
-	assert_int_equal(bw_store_schema_version(copy), 3);
+	assert_int_equal(bw_store_schema_version(copy), 4);
 	struct bw_admin a;
 	assert_int_equal(bw_store_admin_get(copy, "alice", &a, &err), BW_OK);
 	bw_admin_clear(&a);
@@ -1131,7 +1131,7 @@ static void test_backup_with_writer_thread(void **state)
 	pthread_join(th, NULL);
 	assert_int_equal(w.failures, 0);
 	assert_true(w.inserted > 0);
-	assert_int_equal(raw_int(dest, "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(dest, "PRAGMA user_version"), 4);
 	assert_true(no_temp_files(c->dir));
 }
 
@@ -1191,7 +1191,7 @@ static void test_memory_database(void **state)
 	bw_error err = {0};
 	bw_store *st = bw_store_open(":memory:", &err);
 	assert_non_null(st);
-	assert_int_equal(bw_store_schema_version(st), 3);
+	assert_int_equal(bw_store_schema_version(st), 4);
 	assert_int_equal(bw_store_record_put(st, "p", "c", "k", "1", 1, &err), BW_OK);
 	bw_store_close(st);
 	assert_false(file_exists(":memory:"));
