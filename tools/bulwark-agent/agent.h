@@ -150,6 +150,7 @@ int bwa_exit_for(enum bwa_outcome o);
 struct bwa_profile {
 	const char *platform, *os_version, *model, *manufacturer, *imei, *meid, *wifi_mac, *serial, *phone;
 	bool push;
+	const char *push_provider, *push_token; /* NULL: by platform (iOS apns, else fcm) / random */
 };
 /* A simulated device object for enrollment (random values where the profile has NULL). */
 json_t *bwa_device_new(const struct bwa_profile *p);
@@ -172,12 +173,59 @@ void bwa_state_free(struct bwa_state *st);
 /* True when DIR holds an enrolled device (device.json exists). */
 bool bwa_state_exists(const char *dir);
 
+/* ---- schedule.c: the applied policy (policy.json) and its scheduled malware scans */
+struct bwa_schedule {
+	bool enabled;
+	bool weekly;       /* false: daily */
+	int minute_of_day; /* HH*60 + MM, UTC */
+	unsigned days;     /* bit N = weekday N (0 = Sunday, as tm_wday); 0 = every day */
+	char scope[32];
+};
+/* malware_scan.scheduled of a policy document (device form). A policy without one, or with
+ * enabled false, gives enabled = false and BW_OK; a malformed one BW_E_INVALID naming the field. */
+int bwa_schedule_from_policy(json_t *policy, struct bwa_schedule *s, bw_error *err);
+/* The first scheduled time at or after t (Unix seconds), or -1 when the schedule is off. */
+int64_t bwa_schedule_next(const struct bwa_schedule *s, int64_t t);
+/* "daily at 09:00 UTC, scope all" / "weekly on mon,thu at 22:30 UTC, scope all" / "off". */
+void bwa_schedule_describe(const struct bwa_schedule *s, char *buf, size_t size);
+/* The data of a scheduled scan_finished event at simulated time t. */
+json_t *bwa_schedule_event_data(const struct bwa_schedule *s, int64_t t, const char *policy_version, size_t napps);
+/* "2026-12-01T09:00:00Z". */
+void bwa_rfc3339(int64_t t, char out[32]);
+/* Unix seconds or an RFC 3339 time ("2026-12-01T09:00:00Z", offsets allowed). */
+bool bwa_parse_time(const char *s, int64_t *out);
+/* policy.json of a state directory: {"version", "etag", "fetched_at", "policy"}; *out NULL and BW_OK
+ * when no policy was applied yet. */
+int bwa_policy_load(const char *dir, json_t **out, bw_error *err);
+/* Reads a policy document from a file: a bare document, or an object with a "policy" member (the
+ * agent's policy.json or the server's answer). */
+int bwa_policy_read_file(const char *path, json_t **out, bw_error *err);
+
+/* ---- push.c: the simulated push token and the wake-up listener */
+struct bwa_wake {
+	int fd; /* listening socket on 127.0.0.1, -1 when none */
+	int port;
+	unsigned long wakes;
+};
+/* A random token of the provider's shape: APNs 64 hex digits, FCM "<instance id>:APA91b...". */
+void bwa_push_token(const char *provider, char *out, size_t size);
+/* Listens on 127.0.0.1:<free port> for POST /wake. */
+int bwa_wake_listen(struct bwa_wake *w, bw_error *err);
+/* Waits up to `seconds` (sleeps when there is no listener); answers any request that arrives;
+ * true when it was a POST /wake. Returns early on a stop signal. */
+bool bwa_wake_poll(struct bwa_wake *w, double seconds);
+void bwa_wake_close(struct bwa_wake *w);
+/* POST <sim>/_sim/register {"token", "wake_url"} (http:// or https://, verified with `ca`). */
+int bwa_push_register(const char *sim_url, const char *ca, const char *token, const char *wake_url, bw_error *err);
+
 /* ---- commands */
 int bwa_cmd_enroll(int argc, char **argv);
 int bwa_cmd_run(int argc, char **argv);
 int bwa_cmd_unenroll(int argc, char **argv);
 int bwa_cmd_status(int argc, char **argv);
 int bwa_cmd_load(int argc, char **argv);
+int bwa_cmd_policy(int argc, char **argv);
+int bwa_cmd_simulate_schedule(int argc, char **argv);
 
 /* Shared by enroll and load: the enrollment request body for a new key. */
 json_t *bwa_enroll_body(const char *method, const char *key, const char *email, const char *code, const char *csr,

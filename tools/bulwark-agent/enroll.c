@@ -49,7 +49,8 @@ static void usage_enroll(FILE *f)
 	fputs("usage: bulwark-agent enroll --server URL --state DIR [--ca FILE]\n"
 	      "         (--key KEY | --invitation EMAIL --code CODE | --directory USER)\n"
 	      "         [--platform android|ios] [--os-version V] [--model M] [--manufacturer M]\n"
-	      "         [--imei N] [--meid M] [--wifi-mac M] [--serial S] [--phone N] [--push]\n"
+	      "         [--imei N] [--meid M] [--wifi-mac M] [--serial S] [--phone N]\n"
+	      "         [--push | --push-provider apns|fcm] [--push-token T]\n"
 	      "         [--retries N] [--force]\n"
 	      "The enrollment key may also come from BULWARK_ENROLL_KEY; the directory password\n"
 	      "comes from BULWARK_PASSWORD.\n",
@@ -83,6 +84,8 @@ enum {
 	O_SERIAL,
 	O_PHONE,
 	O_PUSH,
+	O_PUSH_PROVIDER,
+	O_PUSH_TOKEN,
 	O_RETRIES,
 	O_FORCE,
 	O_HELP
@@ -108,6 +111,8 @@ int bwa_cmd_enroll(int argc, char **argv)
 	    {"serial", required_argument, NULL, O_SERIAL},
 	    {"phone", required_argument, NULL, O_PHONE},
 	    {"push", no_argument, NULL, O_PUSH},
+	    {"push-provider", required_argument, NULL, O_PUSH_PROVIDER},
+	    {"push-token", required_argument, NULL, O_PUSH_TOKEN},
 	    {"retries", required_argument, NULL, O_RETRIES},
 	    {"force", no_argument, NULL, O_FORCE},
 	    {"help", no_argument, NULL, O_HELP},
@@ -182,6 +187,17 @@ int bwa_cmd_enroll(int argc, char **argv)
 			break;
 		case O_PUSH:
 			prof.push = true;
+			break;
+		case O_PUSH_PROVIDER:
+			if (strcmp(optarg, "apns") != 0 && strcmp(optarg, "fcm") != 0)
+				return bwa_fail(BWA_EXIT_USAGE, "enroll: --push-provider must be apns or fcm");
+			prof.push_provider = optarg;
+			break;
+		case O_PUSH_TOKEN:
+			if (!*optarg || strlen(optarg) > 255 || strpbrk(optarg, " \t\r\n\"\\"))
+				return bwa_fail(BWA_EXIT_USAGE,
+				                "enroll: --push-token must be 1 to 255 printable characters");
+			prof.push_token = optarg;
 			break;
 		case O_FORCE:
 			force = true;

@@ -1,5 +1,5 @@
 /* main.c: bulwark-agent's entry point: global initialisation (libcurl, signals) and dispatch to
- * the commands (enroll, run, unenroll, status, load). */
+ * the commands (enroll, run, unenroll, status, load, policy, simulate-schedule). */
 #include <stdio.h>
 #include <string.h>
 
@@ -18,6 +18,9 @@ static void usage(FILE *f)
 	      "  unenroll  tell the server this device leaves management\n"
 	      "  status    show what a state directory holds\n"
 	      "  load      enroll many devices and measure check-in throughput and latency\n"
+	      "  policy    show the applied policy and its scheduled scans\n"
+	      "  simulate-schedule\n"
+	      "            emit the scheduled scans of the applied policy between two (simulated) times\n"
 	      "\n"
 	      "`bulwark-agent COMMAND --help` lists a command's options.\n",
 	      f);
@@ -29,8 +32,13 @@ int main(int argc, char **argv)
 		const char *name;
 		int (*fn)(int, char **);
 	} commands[] = {
-	    {"enroll", bwa_cmd_enroll}, {"run", bwa_cmd_run},   {"unenroll", bwa_cmd_unenroll},
-	    {"status", bwa_cmd_status}, {"load", bwa_cmd_load},
+	    {"enroll", bwa_cmd_enroll},
+	    {"run", bwa_cmd_run},
+	    {"unenroll", bwa_cmd_unenroll},
+	    {"status", bwa_cmd_status},
+	    {"load", bwa_cmd_load},
+	    {"policy", bwa_cmd_policy},
+	    {"simulate-schedule", bwa_cmd_simulate_schedule},
 	};
 	int ret;
 

@@ -1,7 +1,9 @@
-/* run.c: `bulwark-agent run`, `unenroll` and `status`: one enrolled device's life. A cycle posts
- * results and event batches left over from an earlier cycle, checks in (full inventory the first
- * time or when asked, deltas afterwards), executes the commands it receives (acknowledged, then
- * completed), follows policy changes, renews its certificate when told, and uploads events.
+/* run.c: `bulwark-agent run`, `unenroll`, `status` and `simulate-schedule`: one enrolled device's
+ * life. A cycle posts results and event batches left over from an earlier cycle, checks in (full
+ * inventory the first time or when asked, deltas afterwards), executes the commands it receives
+ * (acknowledged, then completed), follows policy changes, renews its certificate when told, and
+ * uploads events. Between cycles the device runs the applied policy's scheduled malware scans on
+ * its (simulated) clock and, with a push simulator, wakes up early when a push arrives.
  * Everything the device must not forget (results, batch ids, what the server already has) is in
  * device.json, written before the request that depends on it. */
 #include <errno.h>
@@ -15,10 +17,12 @@
 
 #include "agent.h"
 
-#define MAX_APPS_CHANGES 64
-#define MAX_EVENTS_FILE  (16u * 1024 * 1024)
-#define EVENTS_PER_BATCH 500 /* the server's limit per batch */
-#define DONE_REMEMBERED  100 /* final results kept to answer a re-delivered command */
+#define MAX_APPS_CHANGES  64
+#define MAX_EVENTS_FILE   (16u * 1024 * 1024)
+#define EVENTS_PER_BATCH  500   /* the server's limit per batch */
+#define DONE_REMEMBERED   100   /* final results kept to answer a re-delivered command */
+#define MAX_SCANS_AT_ONCE 10000 /* scheduled scans emitted by one clock step or simulate-schedule */
+#define WAIT_SLICE_S      0.2   /* how often a waiting device looks at its clock */
 
 struct run_opts {
 	const char *dir, *ca, *server, *events_file, *os_version;
@@ -30,6 +34,12 @@ struct run_opts {
 	bool once, drop_ack, repeat_batch, renew;
 	double interval; /* < 0: the server's */
 	long retries;    /* -2: the default */
+	/* push wake-ups */
+	const char *push_sim, *push_sim_ca, *push_provider, *push_token;
+	/* the simulated clock: clock_start + real seconds since the start * clock_speed */
+	bool has_clock_start;
+	int64_t clock_start;
+	double clock_speed;
 };
 
 struct runner {
@@ -40,6 +50,11 @@ struct runner {
 	bool stopped; /* wiped or unenrolled during this run */
 	bool refused; /* a request was refused (exit 1 with --once) */
 	int fatal;    /* exit status that ends the run (401, unreachable), 0 = none */
+	struct bwa_wake wake;
+	struct bwa_schedule sched; /* of the applied policy */
+	int64_t clock_start;       /* simulated Unix seconds at mono_start */
+	double mono_start;
+	int64_t sched_done; /* scheduled scans up to this simulated time were emitted */
 };
 
 static json_t *doc(struct runner *r)
@@ -364,20 +379,142 @@ static int sync_policy(struct runner *r, const char *want, char *why, size_t why
 	else
 		snprintf(version, sizeof version, "%s", want ? want : "unknown");
 	{
-		char *path = bwa_path(r->st.dir, "policy.json");
+		json_t *pol = json_object_get(resp.json, "policy"), *stored;
+		char *path = bwa_path(r->st.dir, "policy.json"), *text;
 		bw_error werr = {0};
+		struct bwa_schedule sched;
+		char desc[160];
 
-		if (bwa_write_file(path, resp.body ? resp.body : "{}", resp.body ? resp.body_len : 2, 0600, false,
-		                   &werr) != BW_OK)
-			bwa_warn("%s", werr.message);
+		if (!json_is_object(pol)) {
+			/* Not the documented {"version", "policy"}: keep whatever object came. */
+			pol = resp.json ? json_deep_copy(resp.json) : json_object();
+			json_object_del(pol, "version");
+		} else {
+			json_incref(pol);
+		}
+		if (bwa_schedule_from_policy(pol, &sched, &werr) != BW_OK) {
+			/* Applied all the same (a real agent keeps the rest of the policy); no scheduled scans. */
+			bwa_warn("policy %s: %s; no scheduled scans", version, werr.message);
+			memset(&sched, 0, sizeof sched);
+		}
+		stored = json_pack("{s:s,s:s?,s:I,s:o}", "version", version, "etag", resp.etag[0] ? resp.etag : NULL,
+		                   "fetched_at", (json_int_t)bwa_now(), "policy", pol);
+		text = json_dumps(stored, JSON_INDENT(2) | JSON_SORT_KEYS);
+		/* policy.json before device.json: a crash in between fetches the policy again. */
+		if (!text || bwa_write_file(path, text, strlen(text), 0600, true, &werr) != BW_OK) {
+			snprintf(why, why_size, "cannot record the policy: %s", text ? werr.message : "out of memory");
+			bwa_warn("%s", why);
+			free(text);
+			free(path);
+			json_decref(stored);
+			bwa_response_free(&resp);
+			return -1;
+		}
+		free(text);
 		free(path);
+		json_decref(stored);
+		r->sched = sched;
+		bwa_schedule_describe(&sched, desc, sizeof desc);
+		json_object_set_new(doc(r), "policy_version", json_string(version));
+		json_object_set_new(doc(r), "policy_etag", resp.etag[0] ? json_string(resp.etag) : json_null());
+		queue_event(r, "policy_applied", json_pack("{s:s}", "version", version));
+		bwa_say("policy: applied version %s (scheduled scan: %s)", version, desc);
 	}
-	json_object_set_new(doc(r), "policy_version", json_string(version));
-	json_object_set_new(doc(r), "policy_etag", resp.etag[0] ? json_string(resp.etag) : json_null());
-	queue_event(r, "policy_applied", json_pack("{s:s}", "version", version));
-	bwa_say("policy: applied version %s", version);
 	bwa_response_free(&resp);
 	return save(r);
+}
+
+/* ---- the simulated clock and the scheduled scans */
+
+static int64_t sim_now(struct runner *r)
+{
+	double speed = r->o->clock_speed > 0 ? r->o->clock_speed : 1;
+
+	return r->clock_start + (int64_t)((bwa_mono() - r->mono_start) * speed);
+}
+
+/* Loads the schedule of the applied policy (policy.json) at the start of a run. */
+static void schedule_load(struct runner *r)
+{
+	json_t *pol = NULL;
+	bw_error err = {0};
+
+	memset(&r->sched, 0, sizeof r->sched);
+	if (bwa_policy_load(r->st.dir, &pol, &err) != BW_OK) {
+		bwa_warn("%s", err.message);
+		return;
+	}
+	if (pol && bwa_schedule_from_policy(json_object_get(pol, "policy"), &r->sched, &err) != BW_OK) {
+		bwa_warn("the applied policy: %s; no scheduled scans", err.message);
+		memset(&r->sched, 0, sizeof r->sched);
+	}
+	json_decref(pol);
+}
+
+/* The scheduled scan_finished events in [from, to] into `events` (at most `max`); their count. */
+static size_t schedule_events(struct runner *r, const struct bwa_schedule *s, int64_t from, int64_t to,
+                              const char *version, json_t *events, size_t max)
+{
+	size_t napps = r ? json_array_size(json_object_get(json_object_get(doc(r), "inventory"), "apps")) : 0;
+	size_t n = 0;
+	char desc[160];
+
+	bwa_schedule_describe(s, desc, sizeof desc);
+	for (int64_t t = bwa_schedule_next(s, from); t >= 0 && t <= to; t = bwa_schedule_next(s, t + 1)) {
+		char when[32];
+
+		if (n == max) {
+			bwa_warn("more than %zu scheduled scans at once; the rest are skipped", max);
+			break;
+		}
+		bwa_rfc3339(t, when);
+		json_array_append_new(events, json_pack("{s:s,s:I,s:o}", "type", "scan_finished", "at", (json_int_t)t,
+		                                        "data", bwa_schedule_event_data(s, t, version, napps)));
+		bwa_say("scheduled scan at %s (%s)", when, desc);
+		n++;
+	}
+	return n;
+}
+
+/* Queues events in batches of at most 500 (ids saved before anything is sent). */
+static void queue_events(struct runner *r, json_t *events)
+{
+	size_t i = 0, n = json_array_size(events);
+
+	while (i < n) {
+		json_t *chunk = json_array();
+
+		for (size_t k = 0; k < EVENTS_PER_BATCH && i < n; k++, i++)
+			json_array_append(chunk, json_array_get(events, i));
+		queue_batch(r, chunk);
+		json_decref(chunk);
+	}
+}
+
+/* Emits the scans scheduled since the last call, up to the simulated now, and posts them. */
+static int scheduled_scans(struct runner *r)
+{
+	int64_t now = sim_now(r);
+	json_t *events;
+
+	if (now <= r->sched_done)
+		return 0;
+	if (!r->sched.enabled) {
+		r->sched_done = now;
+		return 0;
+	}
+	events = json_array();
+	schedule_events(r, &r->sched, r->sched_done + 1, now, doc_str(r, "policy_version"), events, MAX_SCANS_AT_ONCE);
+	r->sched_done = now;
+	if (json_array_size(events) == 0) {
+		json_decref(events);
+		return 0;
+	}
+	queue_events(r, events);
+	json_decref(events);
+	if (save(r) != 0)
+		return -1;
+	return post_batches(r);
 }
 
 static int renew_certificate(struct runner *r)
@@ -828,6 +965,7 @@ static int runner_open(struct runner *r, const char *dir, const char *ca, const 
 	const char *saved_ca;
 	char *url;
 
+	r->wake.fd = -1;
 	if (bwa_state_load(dir, &r->st, &err) != BW_OK)
 		return bwa_fail(err.code == BW_E_NOTFOUND ? BWA_EXIT_USAGE : BWA_EXIT_FAIL, "%s", err.message);
 	url = bwa_server_url(server ? server : doc_str(r, "server"), &err);
@@ -863,6 +1001,7 @@ static int runner_open(struct runner *r, const char *dir, const char *ca, const 
 
 static void runner_close(struct runner *r)
 {
+	bwa_wake_close(&r->wake);
 	bwa_http_cleanup(&r->http);
 	bwa_state_free(&r->st);
 	free(r->server);
@@ -886,6 +1025,57 @@ static void cycle(struct runner *r, bool first)
 		return;
 	if (post_results(r) == 0)
 		post_batches(r);
+	if (!r->fatal && !r->stopped)
+		scheduled_scans(r);
+}
+
+/* Waits for the next cycle: until `seconds` passed or a push wakes the device; meanwhile the
+ * scheduled scans follow the simulated clock. False when a stop signal arrived. */
+static bool wait_next(struct runner *r, double seconds)
+{
+	double end = bwa_mono() + seconds;
+
+	while (!bwa_stop) {
+		double left = end - bwa_mono();
+
+		if (left <= 0)
+			return true;
+		if (bwa_wake_poll(&r->wake, left > WAIT_SLICE_S ? WAIT_SLICE_S : left)) {
+			bwa_say("woken by push");
+			return true;
+		}
+		if (!bwa_stop && scheduled_scans(r) != 0 && r->fatal == BWA_EXIT_NOAUTH)
+			return true;
+	}
+	return false;
+}
+
+/* --push-sim: a token of the provider's shape, the wake-up listener, and the registration with
+ * the simulator. The token goes to the server with the next check-in (device.push). */
+static int push_setup(struct runner *r)
+{
+	const struct run_opts *o = r->o;
+	char token[256], *wake_url;
+	bw_error err = {0};
+	int rc;
+
+	if (o->push_token)
+		snprintf(token, sizeof token, "%s", o->push_token);
+	else
+		bwa_push_token(o->push_provider, token, sizeof token);
+	if (bwa_wake_listen(&r->wake, &err) != BW_OK)
+		return bwa_fail(BWA_EXIT_FAIL, "run: %s", err.message);
+	wake_url = bwa_xasprintf("http://127.0.0.1:%d/wake", r->wake.port);
+	rc = bwa_push_register(o->push_sim, o->push_sim_ca, token, wake_url, &err);
+	if (rc != BW_OK) {
+		free(wake_url);
+		return bwa_fail(rc == BW_E_REMOTE ? BWA_EXIT_FAIL : BWA_EXIT_UNREACHABLE, "run: %s", err.message);
+	}
+	json_object_set_new(json_object_get(doc(r), "device"), "push",
+	                    json_pack("{s:s,s:s}", "provider", o->push_provider, "token", token));
+	bwa_say("push: %s token registered with %s; wake-ups on %s", o->push_provider, o->push_sim, wake_url);
+	free(wake_url);
+	return save(r) == 0 ? BWA_EXIT_OK : BWA_EXIT_FAIL;
 }
 
 static void usage_run(FILE *f)
@@ -893,7 +1083,9 @@ static void usage_run(FILE *f)
 	fputs("usage: bulwark-agent run --state DIR [--once] [--interval S] [--ca FILE] [--server URL]\n"
 	      "         [--retries N] [--drop-ack] [--events FILE.json] [--repeat-batch] [--renew]\n"
 	      "         [--set-usb-debugging on|off] [--set-developer-options on|off] [--set-rooted on|off]\n"
-	      "         [--install-app ID[:VERSION]]... [--remove-app ID]... [--os-version V]\n",
+	      "         [--install-app ID[:VERSION]]... [--remove-app ID]... [--os-version V]\n"
+	      "         [--push-sim URL --push-provider apns|fcm [--push-sim-ca FILE] [--push-token T]]\n"
+	      "         [--clock-start TIME] [--clock-speed X]\n",
 	      f);
 }
 
@@ -915,6 +1107,16 @@ enum {
 	O_REMOVE,
 	O_OS,
 	O_JSON,
+	O_PUSH_SIM,
+	O_PUSH_SIM_CA,
+	O_PUSH_PROVIDER,
+	O_PUSH_TOKEN,
+	O_CLOCK_START,
+	O_CLOCK_SPEED,
+	O_FROM,
+	O_TO,
+	O_POLICY,
+	O_DRY_RUN,
 	O_HELP
 };
 
@@ -947,10 +1149,16 @@ int bwa_cmd_run(int argc, char **argv)
 	    {"install-app", required_argument, NULL, O_INSTALL},
 	    {"remove-app", required_argument, NULL, O_REMOVE},
 	    {"os-version", required_argument, NULL, O_OS},
+	    {"push-sim", required_argument, NULL, O_PUSH_SIM},
+	    {"push-sim-ca", required_argument, NULL, O_PUSH_SIM_CA},
+	    {"push-provider", required_argument, NULL, O_PUSH_PROVIDER},
+	    {"push-token", required_argument, NULL, O_PUSH_TOKEN},
+	    {"clock-start", required_argument, NULL, O_CLOCK_START},
+	    {"clock-speed", required_argument, NULL, O_CLOCK_SPEED},
 	    {"help", no_argument, NULL, O_HELP},
 	    {NULL, 0, NULL, 0},
 	};
-	struct run_opts o = {.usb = -1, .devopts = -1, .rooted = -1, .interval = -1, .retries = -2};
+	struct run_opts o = {.usb = -1, .devopts = -1, .rooted = -1, .interval = -1, .retries = -2, .clock_speed = 1};
 	struct runner r = {0};
 	int c, ret;
 	bool first = true;
@@ -1019,6 +1227,38 @@ int bwa_cmd_run(int argc, char **argv)
 		case O_OS:
 			o.os_version = optarg;
 			break;
+		case O_PUSH_SIM:
+			if (strncmp(optarg, "http://", 7) != 0 && strncmp(optarg, "https://", 8) != 0)
+				return bwa_fail(BWA_EXIT_USAGE, "run: --push-sim must be an http:// or https:// URL");
+			o.push_sim = optarg;
+			break;
+		case O_PUSH_SIM_CA:
+			o.push_sim_ca = optarg;
+			break;
+		case O_PUSH_PROVIDER:
+			if (strcmp(optarg, "apns") != 0 && strcmp(optarg, "fcm") != 0)
+				return bwa_fail(BWA_EXIT_USAGE, "run: --push-provider must be apns or fcm");
+			o.push_provider = optarg;
+			break;
+		case O_PUSH_TOKEN:
+			if (!*optarg || strlen(optarg) > 255 || strpbrk(optarg, " \t\r\n\"\\"))
+				return bwa_fail(BWA_EXIT_USAGE,
+				                "run: --push-token must be 1 to 255 printable characters");
+			o.push_token = optarg;
+			break;
+		case O_CLOCK_START:
+			if (!bwa_parse_time(optarg, &o.clock_start))
+				return bwa_fail(BWA_EXIT_USAGE,
+				                "run: --clock-start must be Unix seconds or an RFC 3339 time "
+				                "(2026-12-01T08:00:00Z)");
+			o.has_clock_start = true;
+			break;
+		case O_CLOCK_SPEED:
+			if (!bwa_parse_seconds(optarg, 0.001, 1e7, &o.clock_speed))
+				return bwa_fail(
+				    BWA_EXIT_USAGE,
+				    "run: --clock-speed must be simulated seconds per second, 0.001 to 10000000");
+			break;
 		case 'h':
 		case O_HELP:
 			usage_run(stdout);
@@ -1035,9 +1275,15 @@ int bwa_cmd_run(int argc, char **argv)
 		usage_run(stderr);
 		return bwa_fail(BWA_EXIT_USAGE, "run: --state DIR is required");
 	}
+	if (o.push_sim && !o.push_provider)
+		return bwa_fail(BWA_EXIT_USAGE, "run: --push-sim needs --push-provider apns|fcm");
+	if (!o.push_sim && (o.push_provider || o.push_sim_ca || o.push_token))
+		return bwa_fail(BWA_EXIT_USAGE,
+		                "run: --push-provider, --push-sim-ca and --push-token need --push-sim URL");
 	if (o.retries == -2)
 		o.retries = o.once ? 4 : -1;
 	r.o = &o;
+	r.wake.fd = -1;
 	if ((ret = runner_open(&r, o.dir, o.ca, o.server, o.retries)) != BWA_EXIT_OK) {
 		runner_close(&r);
 		return ret;
@@ -1062,6 +1308,22 @@ int bwa_cmd_run(int argc, char **argv)
 	if (apply_changes(&r) != 0) {
 		runner_close(&r);
 		return BWA_EXIT_FAIL;
+	}
+	r.mono_start = bwa_mono();
+	r.clock_start = o.has_clock_start ? o.clock_start : bwa_now();
+	r.sched_done = r.clock_start - 1; /* a scan scheduled at the very start is due */
+	schedule_load(&r);
+	if (o.has_clock_start) {
+		char when[32], desc[160];
+
+		bwa_rfc3339(r.clock_start, when);
+		bwa_schedule_describe(&r.sched, desc, sizeof desc);
+		bwa_say("clock: simulated time starts at %s, %g simulated seconds per second (scheduled scan: %s)",
+		        when, o.clock_speed, desc);
+	}
+	if (o.push_sim && (ret = push_setup(&r)) != BWA_EXIT_OK) {
+		runner_close(&r);
+		return ret;
 	}
 	if (o.events_file && (ret = queue_events_file(&r, o.events_file)) != 0) {
 		runner_close(&r);
@@ -1098,7 +1360,7 @@ int bwa_cmd_run(int argc, char **argv)
 		                       : (double)json_integer_value(json_object_get(doc(&r), "checkin_interval"));
 		if (wait < 1 && o.interval < 0)
 			wait = 300;
-		if (!bwa_sleep(wait))
+		if (!wait_next(&r, wait))
 			break;
 	}
 	if (r.stopped) {
@@ -1258,4 +1520,155 @@ int bwa_cmd_status(int argc, char **argv)
 	       json_array_size(json_object_get(d, "pending_batches")));
 	bwa_state_free(&st);
 	return BWA_EXIT_OK;
+}
+
+/* ---- simulate-schedule */
+
+static void usage_simulate(FILE *f)
+{
+	fputs("usage: bulwark-agent simulate-schedule --state DIR --from TIME --to TIME [--policy FILE]\n"
+	      "         [--dry-run] [--ca FILE] [--server URL] [--retries N]\n"
+	      "       bulwark-agent simulate-schedule --policy FILE --from TIME --to TIME --dry-run\n"
+	      "TIME: Unix seconds or RFC 3339 (2026-12-01T00:00:00Z); the range is [from, to).\n",
+	      f);
+}
+
+int bwa_cmd_simulate_schedule(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"state", required_argument, NULL, O_STATE},   {"ca", required_argument, NULL, O_CA},
+	    {"server", required_argument, NULL, O_SERVER}, {"retries", required_argument, NULL, O_RETRIES},
+	    {"from", required_argument, NULL, O_FROM},     {"to", required_argument, NULL, O_TO},
+	    {"policy", required_argument, NULL, O_POLICY}, {"dry-run", no_argument, NULL, O_DRY_RUN},
+	    {"help", no_argument, NULL, O_HELP},           {NULL, 0, NULL, 0},
+	};
+	const char *dir = NULL, *ca = NULL, *server = NULL, *policy_file = NULL;
+	bool dry_run = false, has_from = false, has_to = false;
+	long retries = 4;
+	int64_t from = 0, to = 0;
+	struct run_opts o = {.interval = -1, .clock_speed = 1};
+	struct runner r = {0};
+	struct bwa_schedule sched;
+	json_t *pol = NULL, *doc_pol = NULL, *events = NULL;
+	char *version = NULL, desc[160], a[32], b[32];
+	bw_error err = {0};
+	size_t n;
+	int c, ret = BWA_EXIT_OK;
+
+	r.wake.fd = -1;
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case O_STATE:
+			dir = optarg;
+			break;
+		case O_CA:
+			ca = optarg;
+			break;
+		case O_SERVER:
+			server = optarg;
+			break;
+		case O_RETRIES:
+			if (!bwa_parse_long(optarg, -1, 1000000, &retries))
+				return bwa_fail(BWA_EXIT_USAGE,
+				                "simulate-schedule: --retries must be a number (-1 = unlimited)");
+			break;
+		case O_FROM:
+		case O_TO:
+			if (!bwa_parse_time(optarg, c == O_FROM ? &from : &to))
+				return bwa_fail(BWA_EXIT_USAGE,
+				                "simulate-schedule: --%s must be Unix seconds or an RFC 3339 time "
+				                "(2026-12-01T00:00:00Z)",
+				                c == O_FROM ? "from" : "to");
+			*(c == O_FROM ? &has_from : &has_to) = true;
+			break;
+		case O_POLICY:
+			policy_file = optarg;
+			break;
+		case O_DRY_RUN:
+			dry_run = true;
+			break;
+		case 'h':
+		case O_HELP:
+			usage_simulate(stdout);
+			return BWA_EXIT_OK;
+		case ':':
+			return bwa_fail(BWA_EXIT_USAGE, "simulate-schedule: option %s needs a value", argv[optind - 1]);
+		default:
+			return bwa_fail(BWA_EXIT_USAGE, "simulate-schedule: unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return bwa_fail(BWA_EXIT_USAGE, "simulate-schedule: unexpected argument %s", argv[optind]);
+	if (!has_from || !has_to) {
+		usage_simulate(stderr);
+		return bwa_fail(BWA_EXIT_USAGE, "simulate-schedule: --from and --to are required");
+	}
+	if (to <= from)
+		return bwa_fail(BWA_EXIT_USAGE, "simulate-schedule: --to must be later than --from");
+	if (!dir && !(policy_file && dry_run))
+		return bwa_fail(BWA_EXIT_USAGE,
+		                "simulate-schedule: --state DIR is required (or --policy FILE with --dry-run)");
+	if (!dir && (ca || server))
+		return bwa_fail(BWA_EXIT_USAGE, "simulate-schedule: --ca and --server need --state DIR");
+
+	if (policy_file) {
+		if (bwa_policy_read_file(policy_file, &doc_pol, &err) != BW_OK)
+			return bwa_fail(err.code == BW_E_INVALID ? BWA_EXIT_FAIL : BWA_EXIT_USAGE,
+			                "simulate-schedule: --policy: %s", err.message);
+	}
+	if (dir) {
+		o.dir = dir;
+		r.o = &o;
+		if (dry_run) {
+			if (bwa_state_load(dir, &r.st, &err) != BW_OK) {
+				ret = bwa_fail(err.code == BW_E_NOTFOUND ? BWA_EXIT_USAGE : BWA_EXIT_FAIL, "%s",
+				               err.message);
+				goto out;
+			}
+		} else if ((ret = runner_open(&r, dir, ca, server, retries)) != BWA_EXIT_OK) {
+			goto out;
+		}
+		if (!doc_pol) {
+			if (bwa_policy_load(dir, &pol, &err) != BW_OK) {
+				ret = bwa_fail(BWA_EXIT_FAIL, "simulate-schedule: %s", err.message);
+				goto out;
+			}
+			if (!pol) {
+				ret = bwa_fail(
+				    BWA_EXIT_FAIL,
+				    "simulate-schedule: %s: no policy applied yet (bulwark-agent run fetches it)", dir);
+				goto out;
+			}
+			doc_pol = json_incref(json_object_get(pol, "policy"));
+			if (json_is_string(json_object_get(pol, "version")))
+				version = bwa_xstrdup(json_string_value(json_object_get(pol, "version")));
+		}
+	}
+	if (bwa_schedule_from_policy(doc_pol, &sched, &err) != BW_OK) {
+		ret = bwa_fail(BWA_EXIT_FAIL, "simulate-schedule: the policy: %s", err.message);
+		goto out;
+	}
+	bwa_schedule_describe(&sched, desc, sizeof desc);
+	bwa_rfc3339(from, a);
+	bwa_rfc3339(to, b);
+	events = json_array();
+	n = schedule_events(dir ? &r : NULL, &sched, from, to - 1, version, events, MAX_SCANS_AT_ONCE);
+	bwa_say("%zu scheduled scan%s from %s to %s (scheduled scan: %s)", n, n == 1 ? "" : "s", a, b, desc);
+	if (dry_run || n == 0)
+		goto out;
+	queue_events(&r, events);
+	if (save(&r) != 0 || post_batches(&r) != 0)
+		ret = r.fatal ? r.fatal : BWA_EXIT_FAIL;
+	else if (r.refused)
+		ret = BWA_EXIT_FAIL;
+out:
+	json_decref(events);
+	json_decref(doc_pol);
+	json_decref(pol);
+	free(version);
+	if (r.st.doc || r.server)
+		runner_close(&r);
+	return ret;
 }

@@ -62,7 +62,7 @@ json_t *bwa_device_new(const struct bwa_profile *p)
 	const struct model *m = ios ? &ios_models[bwa_random_u64() % COUNT(ios_models)]
 	                            : &android_models[bwa_random_u64() % COUNT(android_models)];
 	json_t *d = json_object();
-	char imei[16], mac[18], serial[13], phone[16], token[65];
+	char imei[16], mac[18], serial[13], phone[16], token[256];
 
 	set_string(d, "platform", p->platform ? p->platform : "android");
 	set_string(d, "os_version", p->os_version ? p->os_version : ios ? "17.4" : "14");
@@ -86,10 +86,14 @@ json_t *bwa_device_new(const struct bwa_profile *p)
 	snprintf(phone, sizeof phone, "+1555%07llu", (unsigned long long)(bwa_random_u64() % 10000000u));
 	set_string(d, "phone_number", p->phone ? p->phone : phone);
 	set_string(d, "agent_version", BWA_AGENT_VERSION);
-	if (p->push) {
-		bwa_random_alnum(token, 64, false);
-		json_object_set_new(d, "push",
-		                    json_pack("{s:s,s:s}", "provider", ios ? "apns" : "fcm", "token", token));
+	if (p->push || p->push_provider || p->push_token) {
+		const char *provider = p->push_provider ? p->push_provider : ios ? "apns" : "fcm";
+
+		if (p->push_token)
+			snprintf(token, sizeof token, "%s", p->push_token);
+		else
+			bwa_push_token(provider, token, sizeof token);
+		json_object_set_new(d, "push", json_pack("{s:s,s:s}", "provider", provider, "token", token));
 	}
 	return d;
 }

@@ -53,6 +53,15 @@ struct bwctl_args {
 	const char *type;
 	const char *since;
 	const char *until;
+	/* groups, policies, directory */
+	const char *parent;
+	const char *move_to;
+	const char *state;
+	const char *query;
+	const char *plugin;
+	bool effective;
+	bool full;
+	bool wait;
 };
 
 /* Prints "bulwarkctl: <message>" on stderr (control characters replaced, since messages can

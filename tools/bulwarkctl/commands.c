@@ -26,7 +26,7 @@ static bool valid_role(const char *role)
 }
 
 /* A path segment: non-empty, not "." or ".." (which URL normalisation would eat). */
-static int check_segment(const char *what, const char *value)
+int bwctl_check_segment(const char *what, const char *value)
 {
 	if (!value[0] || strcmp(value, ".") == 0 || strcmp(value, "..") == 0)
 		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid %s '%s'", what, value);
@@ -82,7 +82,7 @@ static const char *str(const json_t *obj, const char *key)
 }
 
 /* Copy of a server string fit for the terminal. */
-static char *clean(const char *s)
+char *bwctl_clean(const char *s)
 {
 	char *c = bwctl_xstrdup(s);
 
@@ -102,12 +102,12 @@ static char *zoned_time(const json_t *obj, const char *key, const char *if_null)
 	return bwctl_xstrdup(buf);
 }
 
-static int unexpected(const struct bwctl_ctx *ctx, const char *what)
+int bwctl_unexpected(const struct bwctl_ctx *ctx, const char *what)
 {
 	return bwctl_fail(BWCTL_EXIT_FAIL, "unexpected answer from %s: %s", ctx->server, what);
 }
 
-static int get_json(struct bwctl_ctx *ctx, const char *path, struct bwctl_reply *reply)
+int bwctl_get_json(struct bwctl_ctx *ctx, const char *path, struct bwctl_reply *reply)
 {
 	struct bwctl_call call = {.method = "GET", .path = path, .flags = BWCTL_API_AUTH};
 
@@ -115,14 +115,14 @@ static int get_json(struct bwctl_ctx *ctx, const char *path, struct bwctl_reply 
 }
 
 /* GET `path`, then either prints the JSON or a table of reply[list_key] built by `row`. */
-static int list_command(struct bwctl_ctx *ctx, const char *path, const char *list_key, int ncols,
-                        const char *const *headers, void (*row)(const json_t *item, char **cells))
+int bwctl_list_command(struct bwctl_ctx *ctx, const char *path, const char *list_key, int ncols,
+                       const char *const *headers, void (*row)(const json_t *item, char **cells))
 {
 	struct bwctl_reply reply;
 	struct bwctl_table *t;
 	const json_t *list, *item;
 	size_t i;
-	int rc = get_json(ctx, path, &reply);
+	int rc = bwctl_get_json(ctx, path, &reply);
 
 	if (rc != BWCTL_EXIT_OK)
 		goto out;
@@ -131,7 +131,7 @@ static int list_command(struct bwctl_ctx *ctx, const char *path, const char *lis
 		char what[128];
 
 		snprintf(what, sizeof what, "no \"%s\" list", list_key);
-		rc = unexpected(ctx, what);
+		rc = bwctl_unexpected(ctx, what);
 		goto out;
 	}
 	if (ctx->json) {
@@ -162,7 +162,7 @@ static int delete_command(struct bwctl_ctx *ctx, const char *collection, const c
 	struct bwctl_call call = {.method = "DELETE", .flags = BWCTL_API_AUTH};
 	struct bwctl_reply reply;
 	char *escaped, *path;
-	int rc = check_segment(what, name);
+	int rc = bwctl_check_segment(what, name);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
@@ -171,7 +171,7 @@ static int delete_command(struct bwctl_ctx *ctx, const char *collection, const c
 	call.path = path;
 	rc = bwctl_api_call(ctx, &call, &reply);
 	if (rc == BWCTL_EXIT_OK && !ctx->json) {
-		char *c = clean(name);
+		char *c = bwctl_clean(name);
 
 		printf("%s %s\n", done, c);
 		free(c);
@@ -233,7 +233,7 @@ int bwctl_cmd_login(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 
 	if (!args->user || !args->user[0])
 		return bwctl_fail(BWCTL_EXIT_USAGE, "login needs --user NAME");
-	cuser = clean(args->user);
+	cuser = bwctl_clean(args->user);
 	prompt = bwctl_xasprintf("Password for %s at %s: ", cuser, ctx->server);
 	free(cuser);
 	rc = get_password("BULWARK_PASSWORD", prompt, false, password, sizeof password);
@@ -251,7 +251,7 @@ int bwctl_cmd_login(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		goto out;
 
 	if (!json_is_string(json_object_get(reply.json, "token")) || !str(reply.json, "token")[0]) {
-		rc = unexpected(ctx, "no \"token\" in the session");
+		rc = bwctl_unexpected(ctx, "no \"token\" in the session");
 		goto out;
 	}
 	s.token = (char *)str(reply.json, "token");
@@ -270,8 +270,8 @@ int bwctl_cmd_login(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		json_decref(shown);
 		goto out;
 	}
-	cuser = clean(s.user);
-	crole = clean(s.role[0] ? s.role : "unknown role");
+	cuser = bwctl_clean(s.user);
+	crole = bwctl_clean(s.role[0] ? s.role : "unknown role");
 	if (s.expires_at) {
 		bwctl_format_time(s.expires_at, true, when, sizeof when);
 		printf("Logged in as %s (%s) until %s\n", cuser, crole, when);
@@ -330,13 +330,13 @@ int bwctl_cmd_whoami(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	struct bwctl_reply reply;
 	char *user, *role, *auth, *expires;
-	int rc = get_json(ctx, "/api/v1/whoami", &reply);
+	int rc = bwctl_get_json(ctx, "/api/v1/whoami", &reply);
 
 	(void)args;
 	if (rc != BWCTL_EXIT_OK)
 		goto out;
 	if (!json_is_string(json_object_get(reply.json, "user"))) {
-		rc = unexpected(ctx, "no \"user\"");
+		rc = bwctl_unexpected(ctx, "no \"user\"");
 		goto out;
 	}
 	if (ctx->json) {
@@ -389,7 +389,7 @@ int bwctl_cmd_health(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	status = json_string_value(json_object_get(reply.json, "status"));
 	/* A failing server answers 503 with the same document: show it rather than an error. */
 	if (!status) {
-		rc = reply.status >= 200 && reply.status < 300 ? unexpected(ctx, "no \"status\" in /healthz")
+		rc = reply.status >= 200 && reply.status < 300 ? bwctl_unexpected(ctx, "no \"status\" in /healthz")
 		                                               : bwctl_api_fail(ctx, &reply, false);
 		goto out;
 	}
@@ -399,7 +399,7 @@ int bwctl_cmd_health(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		char buf[128], *version = bwctl_cell(reply.json, "version", "-");
 		const json_t *uptime = json_object_get(reply.json, "uptime_s");
 
-		status_c = clean(status);
+		status_c = bwctl_clean(status);
 		print_field("Status:", status_c);
 		print_field("Version:", version);
 		free(status_c);
@@ -436,7 +436,7 @@ int bwctl_cmd_health(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		}
 	}
 	if (strcmp(status, "ok") != 0) {
-		status_c = clean(status);
+		status_c = bwctl_clean(status);
 		rc = bwctl_fail(BWCTL_EXIT_FAIL, "%s is %s (HTTP %ld)", ctx->server, status_c, reply.status);
 		free(status_c);
 	}
@@ -460,7 +460,7 @@ int bwctl_cmd_plugins(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	static const char *const headers[] = {"NAME", "VERSION", "STATE", "REQUIRED", "CAPABILITIES", "DETAIL"};
 
 	(void)args;
-	return list_command(ctx, "/api/v1/plugins", "plugins", 6, headers, plugin_row);
+	return bwctl_list_command(ctx, "/api/v1/plugins", "plugins", 6, headers, plugin_row);
 }
 
 /* ---- admins ---- */
@@ -482,7 +482,7 @@ int bwctl_cmd_admins_add(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	rc = bwctl_api_need_token(ctx);
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	cname = clean(name);
+	cname = bwctl_clean(name);
 	prompt = bwctl_xasprintf("New password for %s: ", cname);
 	rc = get_password("BULWARK_NEW_PASSWORD", prompt, true, password, sizeof password);
 	free(prompt);
@@ -526,7 +526,7 @@ int bwctl_cmd_admins_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	static const char *const headers[] = {"NAME", "ROLE", "CREATED", "DISABLED"};
 
 	(void)args;
-	return list_command(ctx, "/api/v1/admins", "admins", 4, headers, admin_row);
+	return bwctl_list_command(ctx, "/api/v1/admins", "admins", 4, headers, admin_row);
 }
 
 int bwctl_cmd_admins_remove(struct bwctl_ctx *ctx, const struct bwctl_args *args)
@@ -567,7 +567,7 @@ int bwctl_cmd_tokens_create(struct bwctl_ctx *ctx, const struct bwctl_args *args
 	if (rc != BWCTL_EXIT_OK)
 		goto out;
 	if (!json_is_string(json_object_get(reply.json, "token"))) {
-		rc = unexpected(ctx, "no \"token\" in the new token");
+		rc = bwctl_unexpected(ctx, "no \"token\" in the new token");
 		goto out;
 	}
 	if (ctx->json) {
@@ -608,7 +608,7 @@ int bwctl_cmd_tokens_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	static const char *const headers[] = {"ID", "NAME", "OWNER", "ROLE", "CREATED", "EXPIRES", "LAST USED"};
 
 	(void)args;
-	return list_command(ctx, "/api/v1/tokens", "tokens", 7, headers, token_row);
+	return bwctl_list_command(ctx, "/api/v1/tokens", "tokens", 7, headers, token_row);
 }
 
 int bwctl_cmd_tokens_revoke(struct bwctl_ctx *ctx, const struct bwctl_args *args)
@@ -753,7 +753,7 @@ int bwctl_cmd_db_backup(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 			bwctl_print_json(o);
 		json_decref(o);
 	} else {
-		cfile = clean(file);
+		cfile = bwctl_clean(file);
 		printf("Saved the database backup to %s (%llu bytes)\n", cfile, b.total);
 	}
 out:
@@ -799,7 +799,7 @@ int bwctl_cmd_audit(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 			                  args->limit, MAX_AUDIT_LIMIT);
 		snprintf(path, sizeof path, "/api/v1/audit?limit=%ld", n);
 	}
-	return list_command(ctx, path, "entries", 8, headers, audit_row);
+	return bwctl_list_command(ctx, path, "entries", 8, headers, audit_row);
 }
 
 /* ---- devices and enrollment ---- */
@@ -808,7 +808,7 @@ int bwctl_cmd_audit(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 #define MAX_KEY_USES          1000000000LL
 
 /* The first of `keys` present in obj, as a cell (the store may name a field either way). */
-static char *cell_any(const json_t *obj, const char *const *keys, const char *if_null)
+char *bwctl_cell_any(const json_t *obj, const char *const *keys, const char *if_null)
 {
 	for (; *keys; keys++)
 		if (json_object_get(obj, *keys) && !json_is_null(json_object_get(obj, *keys)))
@@ -826,7 +826,7 @@ static char *cell_time_any(const json_t *obj, const char *const *keys, const cha
 
 static const char *const group_keys[] = {"group", "group_name", NULL};
 
-static int parse_limit_opt(const char *value, long max, long *out)
+int bwctl_parse_limit_opt(const char *value, long max, long *out)
 {
 	char *end;
 
@@ -838,7 +838,7 @@ static int parse_limit_opt(const char *value, long max, long *out)
 }
 
 /* A growing query string: "?a=1&b=2", values URL-encoded. */
-static void query_add(char **path, const char *name, const char *value)
+void bwctl_query_add(char **path, const char *name, const char *value)
 {
 	char *escaped, *next;
 
@@ -852,8 +852,8 @@ static void query_add(char **path, const char *name, const char *value)
 }
 
 /* A call with a JSON body (may be NULL) whose 2xx answer is handed back. */
-static int send_json(struct bwctl_ctx *ctx, const char *method, const char *path, const json_t *body,
-                     struct bwctl_reply *reply)
+int bwctl_send_json(struct bwctl_ctx *ctx, const char *method, const char *path, const json_t *body,
+                    struct bwctl_reply *reply)
 {
 	struct bwctl_call call = {.method = method, .path = path, .body = body, .flags = BWCTL_API_AUTH};
 
@@ -861,10 +861,10 @@ static int send_json(struct bwctl_ctx *ctx, const char *method, const char *path
 }
 
 /* "/api/v1/<collection>/<escaped id><suffix>" after checking the id is a usable segment. */
-static int object_path(const char *collection, const char *what, const char *id, const char *suffix, char **path)
+int bwctl_object_path(const char *collection, const char *what, const char *id, const char *suffix, char **path)
 {
 	char *escaped;
-	int rc = check_segment(what, id);
+	int rc = bwctl_check_segment(what, id);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
@@ -880,7 +880,7 @@ static int cmp_keys(const void *a, const void *b)
 }
 
 /* Every top-level field of an object as "key: value", sorted; times in local time. */
-static void print_object(const json_t *obj)
+void bwctl_print_object(const json_t *obj)
 {
 	const char *key;
 	const json_t *value;
@@ -899,7 +899,7 @@ static void print_object(const json_t *obj)
 		bool is_time = strcmp(keys[i], "at") == 0 || strcmp(keys[i], "last_seen") == 0 ||
 		               strcmp(keys[i], "cert_not_after") == 0 ||
 		               (len > 3 && strcmp(keys[i] + len - 3, "_at") == 0);
-		char *k = clean(keys[i]);
+		char *k = bwctl_clean(keys[i]);
 		char *v = is_time ? bwctl_cell_time(obj, keys[i], "-") : bwctl_cell(obj, keys[i], "-");
 
 		printf("%s:%*s %s\n", k, (int)(width - len), "", v);
@@ -910,21 +910,21 @@ static void print_object(const json_t *obj)
 }
 
 /* GET one object and show it as a block (or --json). */
-static int show_command(struct bwctl_ctx *ctx, const char *path)
+int bwctl_show_command(struct bwctl_ctx *ctx, const char *path)
 {
 	struct bwctl_reply reply;
-	int rc = get_json(ctx, path, &reply);
+	int rc = bwctl_get_json(ctx, path, &reply);
 
 	if (rc != BWCTL_EXIT_OK)
 		goto out;
 	if (!json_is_object(reply.json)) {
-		rc = unexpected(ctx, "not a JSON object");
+		rc = bwctl_unexpected(ctx, "not a JSON object");
 		goto out;
 	}
 	if (ctx->json)
 		bwctl_print_json(reply.json);
 	else
-		print_object(reply.json);
+		bwctl_print_object(reply.json);
 out:
 	bwctl_reply_free(&reply);
 	return rc;
@@ -967,12 +967,12 @@ int bwctl_cmd_keys_create(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		json_decref(body);
 		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --group: not valid UTF-8");
 	}
-	rc = send_json(ctx, "POST", "/api/v1/enrollment/keys", body, &reply);
+	rc = bwctl_send_json(ctx, "POST", "/api/v1/enrollment/keys", body, &reply);
 	json_decref(body);
 	if (rc != BWCTL_EXIT_OK)
 		goto out;
 	if (!json_is_string(json_object_get(reply.json, "key"))) {
-		rc = unexpected(ctx, "no \"key\" in the new enrollment key");
+		rc = bwctl_unexpected(ctx, "no \"key\" in the new enrollment key");
 		goto out;
 	}
 	if (ctx->json) {
@@ -981,7 +981,7 @@ int bwctl_cmd_keys_create(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		char *id = bwctl_cell(reply.json, "id", "?"), *group = bwctl_cell(reply.json, "group", "none");
 		char *max = bwctl_cell(reply.json, "max_uses", "unlimited");
 		char *expires = zoned_time(reply.json, "expires_at", "never");
-		char *key = clean(str(reply.json, "key"));
+		char *key = bwctl_clean(str(reply.json, "key"));
 
 		printf("Created enrollment key (id %s, group %s, uses %s, expires %s):\n", id, group, max, expires);
 		/* The one place the key is shown: only its digest is stored. */
@@ -1005,7 +1005,7 @@ static void key_row(const json_t *k, char **cells)
 
 	cells[0] = bwctl_cell(k, "id", "-");
 	cells[1] = bwctl_cell(k, "prefix", "-");
-	cells[2] = cell_any(k, group_keys, "-");
+	cells[2] = bwctl_cell_any(k, group_keys, "-");
 	cells[3] = bwctl_cell(k, "uses", "0");
 	cells[4] = bwctl_cell(k, "max_uses", "unlimited");
 	cells[5] = bwctl_cell_time(k, "created_at", "-");
@@ -1019,7 +1019,7 @@ int bwctl_cmd_keys_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	                                      "MAX USES", "CREATED", "EXPIRES", "REVOKED"};
 
 	(void)args;
-	return list_command(ctx, "/api/v1/enrollment/keys", "keys", 8, headers, key_row);
+	return bwctl_list_command(ctx, "/api/v1/enrollment/keys", "keys", 8, headers, key_row);
 }
 
 int bwctl_cmd_keys_revoke(struct bwctl_ctx *ctx, const struct bwctl_args *args)
@@ -1048,7 +1048,7 @@ int bwctl_cmd_invitations_create(struct bwctl_ctx *ctx, const struct bwctl_args 
 		return bwctl_fail(BWCTL_EXIT_USAGE, "the e-mail address is not valid UTF-8");
 	if (args->expires)
 		json_object_set_new(body, "expires_in", json_integer(expires_in));
-	rc = send_json(ctx, "POST", "/api/v1/enrollment/invitations", body, &reply);
+	rc = bwctl_send_json(ctx, "POST", "/api/v1/enrollment/invitations", body, &reply);
 	json_decref(body);
 	if (rc != BWCTL_EXIT_OK)
 		goto out;
@@ -1084,7 +1084,7 @@ int bwctl_cmd_invitations_list(struct bwctl_ctx *ctx, const struct bwctl_args *a
 	static const char *const headers[] = {"ID", "EMAIL", "CREATED", "EXPIRES", "USED"};
 
 	(void)args;
-	return list_command(ctx, "/api/v1/enrollment/invitations", "invitations", 5, headers, invitation_row);
+	return bwctl_list_command(ctx, "/api/v1/enrollment/invitations", "invitations", 5, headers, invitation_row);
 }
 
 static void outbox_row(const json_t *m, char **cells)
@@ -1093,7 +1093,7 @@ static void outbox_row(const json_t *m, char **cells)
 	static const char *const sent_keys[] = {"sent_at", "status", NULL};
 
 	cells[0] = bwctl_cell(m, "id", "-");
-	cells[1] = cell_any(m, to_keys, "-");
+	cells[1] = bwctl_cell_any(m, to_keys, "-");
 	cells[2] = bwctl_cell(m, "subject", "-");
 	cells[3] = bwctl_cell_time(m, "created_at", "-");
 	cells[4] = cell_time_any(m, sent_keys, "not yet");
@@ -1104,7 +1104,7 @@ int bwctl_cmd_outbox(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	static const char *const headers[] = {"ID", "TO", "SUBJECT", "CREATED", "SENT"};
 
 	(void)args;
-	return list_command(ctx, "/api/v1/enrollment/outbox", "messages", 5, headers, outbox_row);
+	return bwctl_list_command(ctx, "/api/v1/enrollment/outbox", "messages", 5, headers, outbox_row);
 }
 
 /* ---- allowlist ---- */
@@ -1132,13 +1132,13 @@ int bwctl_cmd_allowlist_add(struct bwctl_ctx *ctx, const struct bwctl_args *args
 		json_decref(body);
 		return bwctl_fail(BWCTL_EXIT_USAGE, "the value or note is not valid UTF-8");
 	}
-	rc = send_json(ctx, "POST", "/api/v1/enrollment/allowlist", body, &reply);
+	rc = bwctl_send_json(ctx, "POST", "/api/v1/enrollment/allowlist", body, &reply);
 	json_decref(body);
 	if (rc == BWCTL_EXIT_OK) {
 		if (ctx->json) {
 			bwctl_print_json(reply.json);
 		} else {
-			char *v = bwctl_cell(reply.json, "value", value), *k = clean(kind);
+			char *v = bwctl_cell(reply.json, "value", value), *k = bwctl_clean(kind);
 
 			printf("Added %s %s to the allowlist\n", k, v);
 			free(v);
@@ -1158,7 +1158,7 @@ int bwctl_cmd_allowlist_remove(struct bwctl_ctx *ctx, const struct bwctl_args *a
 	int rc = check_kind(kind);
 
 	if (rc == BWCTL_EXIT_OK)
-		rc = check_segment("value", value);
+		rc = bwctl_check_segment("value", value);
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
 	escaped = bwctl_http_escape(value);
@@ -1166,7 +1166,7 @@ int bwctl_cmd_allowlist_remove(struct bwctl_ctx *ctx, const struct bwctl_args *a
 	call.path = path;
 	rc = bwctl_api_call(ctx, &call, &reply);
 	if (rc == BWCTL_EXIT_OK && !ctx->json) {
-		char *v = clean(value);
+		char *v = bwctl_clean(value);
 
 		printf("Removed %s %s from the allowlist\n", kind, v);
 		free(v);
@@ -1191,14 +1191,14 @@ int bwctl_cmd_allowlist_list(struct bwctl_ctx *ctx, const struct bwctl_args *arg
 	struct bwctl_reply reply;
 	const json_t *entries, *item;
 	size_t i;
-	int rc = get_json(ctx, "/api/v1/enrollment/allowlist", &reply);
+	int rc = bwctl_get_json(ctx, "/api/v1/enrollment/allowlist", &reply);
 
 	(void)args;
 	if (rc != BWCTL_EXIT_OK)
 		goto out;
 	entries = json_object_get(reply.json, "entries");
 	if (!json_is_array(entries) || !json_is_boolean(json_object_get(reply.json, "enabled"))) {
-		rc = unexpected(ctx, "no \"enabled\" and \"entries\" in the allowlist");
+		rc = bwctl_unexpected(ctx, "no \"enabled\" and \"entries\" in the allowlist");
 		goto out;
 	}
 	if (ctx->json) {
@@ -1230,7 +1230,7 @@ static int allowlist_set(struct bwctl_ctx *ctx, bool on)
 {
 	struct bwctl_reply reply;
 	json_t *body = json_pack("{s:b}", "enabled", on);
-	int rc = send_json(ctx, "PUT", "/api/v1/enrollment/allowlist/enabled", body, &reply);
+	int rc = bwctl_send_json(ctx, "PUT", "/api/v1/enrollment/allowlist/enabled", body, &reply);
 
 	json_decref(body);
 	if (rc == BWCTL_EXIT_OK) {
@@ -1272,13 +1272,13 @@ int bwctl_cmd_refusals(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	long n;
 
 	if (args->limit) {
-		int rc = parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
+		int rc = bwctl_parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
 
 		if (rc != BWCTL_EXIT_OK)
 			return rc;
 		snprintf(path, sizeof path, "/api/v1/enrollment/refusals?limit=%ld", n);
 	}
-	return list_command(ctx, path, "refusals", 4, headers, refusal_row);
+	return bwctl_list_command(ctx, path, "refusals", 4, headers, refusal_row);
 }
 
 /* ---- devices ---- */
@@ -1290,7 +1290,7 @@ static void device_row(const json_t *d, char **cells)
 	cells[2] = bwctl_cell(d, "status", "-");
 	cells[3] = bwctl_cell(d, "os_version", "-");
 	cells[4] = bwctl_cell(d, "model", "-");
-	cells[5] = cell_any(d, group_keys, "-");
+	cells[5] = bwctl_cell_any(d, group_keys, "-");
 	cells[6] = bwctl_cell_time(d, "last_seen", "never");
 }
 
@@ -1313,18 +1313,18 @@ int bwctl_cmd_devices_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		                  "invalid --os '%s': use an operator (<, <=, =, >=, >) and a version, e.g. \">=12.1\"",
 		                  args->os);
 	if (args->limit) {
-		rc = parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
+		rc = bwctl_parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
 		if (rc != BWCTL_EXIT_OK)
 			return rc;
 		snprintf(limit, sizeof limit, "%ld", n);
 	}
 	path = bwctl_xstrdup("/api/v1/devices");
-	query_add(&path, "platform", args->platform);
-	query_add(&path, "status", args->status);
-	query_add(&path, "group", args->group);
-	query_add(&path, "os", args->os);
-	query_add(&path, "limit", args->limit ? limit : NULL);
-	rc = list_command(ctx, path, "devices", 7, headers, device_row);
+	bwctl_query_add(&path, "platform", args->platform);
+	bwctl_query_add(&path, "status", args->status);
+	bwctl_query_add(&path, "group", args->group);
+	bwctl_query_add(&path, "os", args->os);
+	bwctl_query_add(&path, "limit", args->limit ? limit : NULL);
+	rc = bwctl_list_command(ctx, path, "devices", 7, headers, device_row);
 	free(path);
 	return rc;
 }
@@ -1332,11 +1332,11 @@ int bwctl_cmd_devices_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 int bwctl_cmd_devices_show(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	char *path;
-	int rc = object_path("devices", "device id", args->pos[0], "", &path);
+	int rc = bwctl_object_path("devices", "device id", args->pos[0], "", &path);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	rc = show_command(ctx, path);
+	rc = bwctl_show_command(ctx, path);
 	free(path);
 	return rc;
 }
@@ -1346,24 +1346,24 @@ static int queue_command(struct bwctl_ctx *ctx, const char *device, const char *
 	struct bwctl_reply reply = {0};
 	char *path;
 	json_t *body;
-	int rc = object_path("devices", "device id", device, "/commands", &path);
+	int rc = bwctl_object_path("devices", "device id", device, "/commands", &path);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
 	body = json_pack("{s:s}", "type", type);
-	rc = send_json(ctx, "POST", path, body, &reply);
+	rc = bwctl_send_json(ctx, "POST", path, body, &reply);
 	json_decref(body);
 	free(path);
 	if (rc != BWCTL_EXIT_OK)
 		goto out;
 	if (!json_is_string(json_object_get(reply.json, "id"))) {
-		rc = unexpected(ctx, "no \"id\" for the queued command");
+		rc = bwctl_unexpected(ctx, "no \"id\" for the queued command");
 		goto out;
 	}
 	if (ctx->json) {
 		bwctl_print_json(reply.json);
 	} else {
-		char *id = clean(str(reply.json, "id")), *dev = clean(device);
+		char *id = bwctl_clean(str(reply.json, "id")), *dev = bwctl_clean(device);
 
 		if (json_is_true(json_object_get(reply.json, "merged")))
 			printf("Merged with the open %s command %s for device %s\n", type, id, dev);
@@ -1411,17 +1411,17 @@ int bwctl_cmd_devices_unenroll(struct bwctl_ctx *ctx, const struct bwctl_args *a
 {
 	struct bwctl_reply reply = {0};
 	char *path;
-	int rc = object_path("devices", "device id", args->pos[0], "/unenroll", &path);
+	int rc = bwctl_object_path("devices", "device id", args->pos[0], "/unenroll", &path);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	rc = send_json(ctx, "POST", path, NULL, &reply);
+	rc = bwctl_send_json(ctx, "POST", path, NULL, &reply);
 	free(path);
 	if (rc == BWCTL_EXIT_OK) {
 		if (ctx->json) {
 			bwctl_print_json(reply.json);
 		} else {
-			char *dev = clean(args->pos[0]);
+			char *dev = bwctl_clean(args->pos[0]);
 
 			printf("Unenrolled device %s (its certificate is revoked)\n", dev);
 			free(dev);
@@ -1439,7 +1439,7 @@ static void command_row(const json_t *c, char **cells)
 
 	cells[0] = bwctl_cell(c, "id", "-");
 	cells[1] = bwctl_cell(c, "type", "-");
-	cells[2] = cell_any(c, state_keys, "-");
+	cells[2] = bwctl_cell_any(c, state_keys, "-");
 	cells[3] = bwctl_cell(c, "created_by", "-");
 	cells[4] = bwctl_cell_time(c, "created_at", "-");
 	cells[5] = bwctl_cell_time(c, "expires_at", "-");
@@ -1450,11 +1450,11 @@ int bwctl_cmd_commands_list(struct bwctl_ctx *ctx, const struct bwctl_args *args
 {
 	static const char *const headers[] = {"ID", "TYPE", "STATE", "BY", "CREATED", "EXPIRES", "ERROR"};
 	char *path;
-	int rc = object_path("devices", "device id", args->pos[0], "/commands", &path);
+	int rc = bwctl_object_path("devices", "device id", args->pos[0], "/commands", &path);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	rc = list_command(ctx, path, "commands", 7, headers, command_row);
+	rc = bwctl_list_command(ctx, path, "commands", 7, headers, command_row);
 	free(path);
 	return rc;
 }
@@ -1462,11 +1462,11 @@ int bwctl_cmd_commands_list(struct bwctl_ctx *ctx, const struct bwctl_args *args
 int bwctl_cmd_commands_show(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	char *path;
-	int rc = object_path("commands", "command id", args->pos[0], "", &path);
+	int rc = bwctl_object_path("commands", "command id", args->pos[0], "", &path);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	rc = show_command(ctx, path);
+	rc = bwctl_show_command(ctx, path);
 	free(path);
 	return rc;
 }
@@ -1493,7 +1493,7 @@ static void event_row(const json_t *e, char **cells)
 
 	cells[0] = bwctl_cell(e, "id", "-");
 	cells[1] = bwctl_cell_time(e, "at", "-");
-	cells[2] = cell_any(e, device_keys, "-");
+	cells[2] = bwctl_cell_any(e, device_keys, "-");
 	cells[3] = bwctl_cell(e, "type", "-");
 	cells[4] = bwctl_cell(e, "data", "-");
 }
@@ -1512,18 +1512,18 @@ int bwctl_cmd_logs(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --until '%s': use Unix seconds or an RFC 3339 time",
 		                  args->until);
 	if (args->limit) {
-		rc = parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
+		rc = bwctl_parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
 		if (rc != BWCTL_EXIT_OK)
 			return rc;
 		snprintf(limit, sizeof limit, "%ld", n);
 	}
 	path = bwctl_xstrdup("/api/v1/logs");
-	query_add(&path, "device", args->device);
-	query_add(&path, "type", args->type);
-	query_add(&path, "since", args->since);
-	query_add(&path, "until", args->until);
-	query_add(&path, "limit", args->limit ? limit : NULL);
-	rc = list_command(ctx, path, "events", 5, headers, event_row);
+	bwctl_query_add(&path, "device", args->device);
+	bwctl_query_add(&path, "type", args->type);
+	bwctl_query_add(&path, "since", args->since);
+	bwctl_query_add(&path, "until", args->until);
+	bwctl_query_add(&path, "limit", args->limit ? limit : NULL);
+	rc = bwctl_list_command(ctx, path, "events", 5, headers, event_row);
 	free(path);
 	return rc;
 }

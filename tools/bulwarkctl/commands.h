@@ -3,6 +3,8 @@
 #ifndef BWCTL_COMMANDS_H
 #define BWCTL_COMMANDS_H
 
+#include <jansson.h>
+
 #include "bwctl.h"
 
 typedef int (*bwctl_command_fn)(struct bwctl_ctx *ctx, const struct bwctl_args *args);
@@ -67,6 +69,56 @@ struct bwctl_rules_opts {
 	const char *rule; /* rules results --rule */
 };
 extern struct bwctl_rules_opts bwctl_rules_opts;
+
+/* Groups and policies (policies.c). */
+int bwctl_cmd_groups_list(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_groups_tree(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_groups_add(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_groups_rename(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_groups_move(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_groups_remove(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_groups_show(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_policies_get(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_policies_set(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_policies_history(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_policies_diff(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_policies_status(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_policies_catalog(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_devices_move(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_push_test(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+
+/* The directory plugin (directory.c): /api/v1/plugins/<--plugin, default dir_ldap>/... */
+int bwctl_cmd_directory_test(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_directory_sync(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_directory_users(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+int bwctl_cmd_directory_groups(struct bwctl_ctx *ctx, const struct bwctl_args *args);
+
+/* Helpers of commands.c shared with the other command files. */
+struct bwctl_reply;
+/* A path segment: non-empty, not "." or ".." (exit 2 otherwise). */
+int bwctl_check_segment(const char *what, const char *value);
+/* A copy of server text fit for the terminal (free it). */
+char *bwctl_clean(const char *s);
+int bwctl_unexpected(const struct bwctl_ctx *ctx, const char *what);
+/* Authenticated GET; a non-2xx answer is reported and its exit code returned. */
+int bwctl_get_json(struct bwctl_ctx *ctx, const char *path, struct bwctl_reply *reply);
+/* Authenticated call with a JSON body (may be NULL). */
+int bwctl_send_json(struct bwctl_ctx *ctx, const char *method, const char *path, const json_t *body,
+                    struct bwctl_reply *reply);
+/* GET `path`, then --json or a table of reply[list_key] with one row per object built by `row`. */
+int bwctl_list_command(struct bwctl_ctx *ctx, const char *path, const char *list_key, int ncols,
+                       const char *const *headers, void (*row)(const json_t *item, char **cells));
+/* GET one object and show it as "key: value" lines (or --json). */
+int bwctl_show_command(struct bwctl_ctx *ctx, const char *path);
+void bwctl_print_object(const json_t *obj);
+/* "/api/v1/<collection>/<escaped id><suffix>" after bwctl_check_segment. */
+int bwctl_object_path(const char *collection, const char *what, const char *id, const char *suffix, char **path);
+/* Appends "?name=value" or "&name=value" (URL-encoded) when value is not NULL. */
+void bwctl_query_add(char **path, const char *name, const char *value);
+/* The first of `keys` (NULL-terminated) present in obj as a cell. */
+char *bwctl_cell_any(const json_t *obj, const char *const *keys, const char *if_null);
+/* --limit: 1..max (exit 2 otherwise). */
+int bwctl_parse_limit_opt(const char *value, long max, long *out);
 
 /* "30d", "12h", "90m", "3600s" or plain seconds; at most ten years. */
 bool bwctl_parse_duration(const char *s, long long *seconds);

@@ -44,29 +44,57 @@ enum {
 	OPT_UNTIL = 1u << 19,
 	OPT_NAME = 1u << 20,
 	OPT_RULE = 1u << 21,
+	OPT_PARENT = 1u << 22,
+	OPT_MOVE_TO = 1u << 23,
+	OPT_EFFECTIVE = 1u << 24,
+	OPT_STATE = 1u << 25,
+	OPT_QUERY = 1u << 26,
+	OPT_FULL = 1u << 27,
+	OPT_WAIT = 1u << 28,
+	OPT_PLUGIN = 1u << 29,
 };
 
 /* The options that belong to commands (checked against each command's mask). */
 #define COMMAND_OPTIONS                                                                                                \
 	(OPT_USER | OPT_ROLE | OPT_EXPIRES | OPT_LIMIT | OPT_GROUP | OPT_USES | OPT_NOTE | OPT_PLATFORM | OPT_STATUS | \
-	 OPT_OS | OPT_DEVICE | OPT_TYPE | OPT_SINCE | OPT_UNTIL | OPT_NAME | OPT_RULE)
+	 OPT_OS | OPT_DEVICE | OPT_TYPE | OPT_SINCE | OPT_UNTIL | OPT_NAME | OPT_RULE | OPT_PARENT | OPT_MOVE_TO |     \
+	 OPT_EFFECTIVE | OPT_STATE | OPT_QUERY | OPT_FULL | OPT_WAIT | OPT_PLUGIN)
 
 static const struct option_def {
 	const char *name;
 	unsigned id;
 	bool has_value;
 } option_defs[] = {
-    {"server", OPT_SERVER, true},   {"ca", OPT_CA, true},
-    {"token", OPT_TOKEN, true},     {"json", OPT_JSON, false},
-    {"help", OPT_HELP, false},      {"version", OPT_VERSION, false},
-    {"user", OPT_USER, true},       {"role", OPT_ROLE, true},
-    {"expires", OPT_EXPIRES, true}, {"limit", OPT_LIMIT, true},
-    {"group", OPT_GROUP, true},     {"uses", OPT_USES, true},
-    {"note", OPT_NOTE, true},       {"platform", OPT_PLATFORM, true},
-    {"status", OPT_STATUS, true},   {"os", OPT_OS, true},
-    {"device", OPT_DEVICE, true},   {"type", OPT_TYPE, true},
-    {"since", OPT_SINCE, true},     {"until", OPT_UNTIL, true},
-    {"name", OPT_NAME, true},       {"rule", OPT_RULE, true},
+    {"server", OPT_SERVER, true},
+    {"ca", OPT_CA, true},
+    {"token", OPT_TOKEN, true},
+    {"json", OPT_JSON, false},
+    {"help", OPT_HELP, false},
+    {"version", OPT_VERSION, false},
+    {"user", OPT_USER, true},
+    {"role", OPT_ROLE, true},
+    {"expires", OPT_EXPIRES, true},
+    {"limit", OPT_LIMIT, true},
+    {"group", OPT_GROUP, true},
+    {"uses", OPT_USES, true},
+    {"note", OPT_NOTE, true},
+    {"platform", OPT_PLATFORM, true},
+    {"status", OPT_STATUS, true},
+    {"os", OPT_OS, true},
+    {"device", OPT_DEVICE, true},
+    {"type", OPT_TYPE, true},
+    {"since", OPT_SINCE, true},
+    {"until", OPT_UNTIL, true},
+    {"name", OPT_NAME, true},
+    {"rule", OPT_RULE, true},
+    {"parent", OPT_PARENT, true},
+    {"move-to", OPT_MOVE_TO, true},
+    {"effective", OPT_EFFECTIVE, false},
+    {"state", OPT_STATE, true},
+    {"query", OPT_QUERY, true},
+    {"full", OPT_FULL, false},
+    {"wait", OPT_WAIT, false},
+    {"plugin", OPT_PLUGIN, true},
 };
 
 static const struct command {
@@ -115,6 +143,7 @@ static const struct command {
     {"devices", "update", 1, 1, 0, bwctl_cmd_devices_update, "devices update ID"},
     {"devices", "sync", 1, 1, 0, bwctl_cmd_devices_sync, "devices sync ID"},
     {"devices", "unenroll", 1, 1, 0, bwctl_cmd_devices_unenroll, "devices unenroll ID"},
+    {"devices", "move", 2, 2, 0, bwctl_cmd_devices_move, "devices move DEVICE GROUP"},
     {"commands", "list", 1, 1, 0, bwctl_cmd_commands_list, "commands list DEVICE"},
     {"commands", "show", 1, 1, 0, bwctl_cmd_commands_show, "commands show COMMAND"},
     {"commands", "cancel", 1, 1, 0, bwctl_cmd_commands_cancel, "commands cancel COMMAND"},
@@ -128,6 +157,28 @@ static const struct command {
     {"rules", "disable", 1, 1, 0, bwctl_cmd_rules_disable, "rules disable NAME"},
     {"rules", "results", 0, 0, OPT_DEVICE | OPT_RULE, bwctl_cmd_rules_results,
      "rules results --device ID | --rule RULE"},
+    {"groups", "list", 0, 0, 0, bwctl_cmd_groups_list, "groups list"},
+    {"groups", "tree", 0, 0, 0, bwctl_cmd_groups_tree, "groups tree"},
+    {"groups", "add", 1, 1, OPT_PARENT, bwctl_cmd_groups_add, "groups add NAME [--parent PARENT]"},
+    {"groups", "rename", 2, 2, 0, bwctl_cmd_groups_rename, "groups rename OLD NEW"},
+    {"groups", "move", 1, 1, OPT_PARENT, bwctl_cmd_groups_move, "groups move NAME --parent PARENT"},
+    {"groups", "remove", 1, 1, OPT_MOVE_TO, bwctl_cmd_groups_remove, "groups remove NAME [--move-to GROUP]"},
+    {"groups", "show", 1, 1, 0, bwctl_cmd_groups_show, "groups show NAME"},
+    {"policies", "get", 1, 1, OPT_EFFECTIVE, bwctl_cmd_policies_get, "policies get GROUP [--effective]"},
+    {"policies", "set", 2, 2, 0, bwctl_cmd_policies_set, "policies set GROUP FILE.json"},
+    {"policies", "history", 1, 1, 0, bwctl_cmd_policies_history, "policies history GROUP"},
+    {"policies", "diff", 3, 3, 0, bwctl_cmd_policies_diff, "policies diff GROUP FROM TO"},
+    {"policies", "status", 0, 0, OPT_GROUP | OPT_STATE, bwctl_cmd_policies_status,
+     "policies status [--group GROUP] [--state pending|applied|out_of_sync]"},
+    {"policies", "catalog", 0, 0, 0, bwctl_cmd_policies_catalog, "policies catalog"},
+    {"push", "test", 1, 1, 0, bwctl_cmd_push_test, "push test DEVICE"},
+    {"directory", "test", 0, 0, OPT_PLUGIN, bwctl_cmd_directory_test, "directory test [--plugin NAME]"},
+    {"directory", "sync", 0, 0, OPT_PLUGIN | OPT_FULL | OPT_WAIT, bwctl_cmd_directory_sync,
+     "directory sync [--full] [--wait] [--plugin NAME]"},
+    {"directory", "users", 0, 0, OPT_PLUGIN | OPT_QUERY | OPT_LIMIT, bwctl_cmd_directory_users,
+     "directory users [--query TEXT] [--limit N] [--plugin NAME]"},
+    {"directory", "groups", 0, 0, OPT_PLUGIN | OPT_LIMIT, bwctl_cmd_directory_groups,
+     "directory groups [--limit N] [--plugin NAME]"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -204,7 +255,36 @@ static void print_help(void)
 	      "                                an invalid file is refused with its file:line\n"
 	      "  rules enable|disable NAME     enable or disable an uploaded rule file\n"
 	      "  rules results --device ID     a device's verdict per rule and whether it is compliant\n"
-	      "  rules results --rule RULE     the devices failing a rule\n",
+	      "  rules results --rule RULE     the devices failing a rule\n"
+	      "\nGroups and policies:\n"
+	      "  groups list                   list the device groups\n"
+	      "  groups tree                   show the groups as a tree\n"
+	      "  groups add NAME [--parent P]  create a group (under P, default: the default group)\n"
+	      "  groups rename OLD NEW         rename a group\n"
+	      "  groups move NAME --parent P   move a group under another parent\n"
+	      "  groups remove NAME [--move-to G]\n"
+	      "                                delete a group; its devices and subgroups go to G\n"
+	      "  groups show NAME              show one group\n"
+	      "  devices move DEVICE GROUP     move a device to another group\n"
+	      "  policies get GROUP [--effective]\n"
+	      "                                a group's own policy document, or the effective one\n"
+	      "  policies set GROUP FILE.json  store a new version of a group's policy; invalid fields\n"
+	      "                                are listed one by one (exit 1)\n"
+	      "  policies history GROUP        the versions of a group's policy\n"
+	      "  policies diff GROUP FROM TO   what changed between two versions\n"
+	      "  policies status [--group G] [--state pending|applied|out_of_sync]\n"
+	      "                                per device: the policy version applied or pending\n"
+	      "  policies catalog              the feature-lock catalog (platforms, minimum OS)\n"
+	      "\nPush and directory:\n"
+	      "  push test DEVICE              send a test wake-up; prints the outcome (exit 1 unless sent)\n"
+	      "  directory test                connect, bind and search; shows TLS details (exit 1 on failure)\n"
+	      "  directory sync [--full] [--wait]\n"
+	      "                                start a directory sync (incremental unless --full); --wait\n"
+	      "                                waits for it and prints what changed\n"
+	      "  directory users [--query TEXT] [--limit N]\n"
+	      "                                list synced directory users\n"
+	      "  directory groups [--limit N]  list synced directory groups\n"
+	      "                                (directory commands: --plugin NAME, default dir_ldap)\n",
 	      stdout);
 	fputs("\nOptions (before or after the command):\n"
 	      "  --server URL    server admin URL (env BULWARK_SERVER; default " BWCTL_DEFAULT_SERVER ")\n"
@@ -307,6 +387,30 @@ static void store_option(struct cmdline *cl, unsigned id, const char *value)
 		break;
 	case OPT_RULE:
 		bwctl_rules_opts.rule = value;
+		break;
+	case OPT_PARENT:
+		cl->args.parent = value;
+		break;
+	case OPT_MOVE_TO:
+		cl->args.move_to = value;
+		break;
+	case OPT_EFFECTIVE:
+		cl->args.effective = true;
+		break;
+	case OPT_STATE:
+		cl->args.state = value;
+		break;
+	case OPT_QUERY:
+		cl->args.query = value;
+		break;
+	case OPT_FULL:
+		cl->args.full = true;
+		break;
+	case OPT_WAIT:
+		cl->args.wait = true;
+		break;
+	case OPT_PLUGIN:
+		cl->args.plugin = value;
 		break;
 	default:
 		break;
