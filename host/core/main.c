@@ -748,7 +748,7 @@ fail:
 cleanup:
 	bw_http_server_free(h->admin_srv);
 	bw_http_server_free(h->agent_srv);
-	bw_workq_free(h->workq); /* completions may still answer requests: before the routers go */
+	bw_workq_free(h->workq);    /* completions may still answer requests: before the routers go */
 	bw_push_wake_free(h->push); /* after the plugins' fini */
 	bw_http_client_free(h->http);
 	bw_plugins_free(h->plugins);

@@ -894,6 +894,8 @@ static void post_test(bw_http_req *req, void *arg)
 		return;
 	}
 	p->tests_inflight++;
+	/* t belongs to the work queue now (test_done frees it) */
+	// cppcheck-suppress memleak
 }
 
 static void post_sync(bw_http_req *req, void *arg)
