@@ -1,8 +1,12 @@
-"""Docs drift: the generated settings reference must match docs/configuration.md."""
+"""Docs drift: the generated settings reference must match docs/configuration.md, and every admin
+route the host registers must be in docs/openapi.yaml."""
 
 import difflib
 import os
+import re
 import subprocess
+
+import pytest
 
 from bwserver import assert_no_sanitizer_reports
 
@@ -31,3 +35,18 @@ def test_config_docs_match(build, repo, tmp_path):
                                               "bulwarkd --config-docs", lineterm="", n=1))
         raise AssertionError("docs/configuration.md is out of date; regenerate the block between the markers with\n"
                              "  bulwarkd --config-docs --config CFG example_hello\n" + diff[:6000])
+
+
+def test_openapi_lists_every_host_route(repo):
+    """Every admin route the host registers is documented in docs/openapi.yaml, with its method."""
+    yaml = pytest.importorskip("yaml")
+    spec = yaml.safe_load((repo / "docs" / "openapi.yaml").read_text())
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if m in
+                  ("get", "post", "put", "patch", "delete", "head")}
+    routes = set()
+    for src in (repo / "host").rglob("*.c"):
+        for m, p in re.findall(r'\{"(GET|POST|PUT|PATCH|DELETE)", "(/api/v1/[^"]*)"', src.read_text()):
+            routes.add((m, p))
+    assert routes, "no route tables found"
+    missing = sorted(routes - documented)
+    assert not missing, "routes missing from docs/openapi.yaml: %s" % missing
