@@ -284,6 +284,11 @@ static void enroll_directory_done(int rc, const char *message, json_t *user, voi
 	snprintf(group, sizeof group, "%s", dgroup ? dgroup : "");
 	int64_t not_after = 0;
 	bw_error err = {0};
+	bw_policies *pol = bw_policies_of(h);
+	if (pol && bw_group_ensure(pol, group, "named by the directory's group mapping", &err) != BW_OK) {
+		bw_req_reply_bw_error(req, &err);
+		goto out;
+	}
 	if (bw_uuid_new(id, &err) != BW_OK ||
 	    bw_device_ca_issue(h->device_ca, e->csr, id, h->settings.agent.cert_validity_ms / 1000, &cert, serial,
 	                       &not_after, &err) != BW_OK) {

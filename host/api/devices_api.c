@@ -7,6 +7,7 @@
 #include "crypto.h"
 #include "devices.h"
 #include "log.h"
+#include "policies.h"
 #include "registry.h"
 #include "router.h"
 
@@ -303,6 +304,12 @@ static void post_key(struct bw_http_req *req, void *arg)
 
 	char key[KEY_TEXT_LEN + 1], hash[65], id[37], prefix[5];
 	bw_error err = {0};
+	/* A key's group exists before any device joins it (created under default when new). */
+	bw_policies *pol = bw_policies_of(req->host);
+	if (pol && bw_group_ensure(pol, group_buf, "named by an enrollment key", &err) != BW_OK) {
+		bw_req_reply_bw_error(req, &err);
+		return;
+	}
 	if (key_generate(key, &err) != BW_OK || bw_uuid_new(id, &err) != BW_OK) {
 		bw_req_reply_bw_error(req, &err);
 		return;

@@ -868,6 +868,16 @@ int bw_group_create(bw_policies *p, const char *name, const char *parent, const 
 	return BW_OK;
 }
 
+int bw_group_ensure(bw_policies *p, const char *name, const char *why, bw_error *err)
+{
+	if (!name || !*name || group_by_name(p, name))
+		return BW_OK;
+	int rc = bw_group_create(p, name, NULL, why, err);
+	if (rc == BW_OK)
+		bw_log_info("policies", "created group '%s' under default (%s)", name, why);
+	return rc;
+}
+
 int bw_group_update(bw_policies *p, const char *name, const char *new_name, const char *parent, const char *description,
                     bw_error *err)
 {

@@ -30,6 +30,9 @@ int bw_group_list(bw_policies *p, json_t **out, bw_error *err);
 int bw_group_get(bw_policies *p, const char *name, json_t **out, bw_error *err);
 /* `parent` NULL = "default". BW_E_INVALID bad name, BW_E_NOTFOUND parent, BW_E_EXISTS name taken. */
 int bw_group_create(bw_policies *p, const char *name, const char *parent, const char *description, bw_error *err);
+/* Creates `name` under "default" unless it exists (a group named by an enrollment key or by the
+ * directory's group mapping); `why` becomes its description and a log line. */
+int bw_group_ensure(bw_policies *p, const char *name, const char *why, bw_error *err);
 /* Rename and/or move under another parent (NULL keeps). BW_E_STATE for the default group or a
  * cycle (moving under itself or a descendant). A move queues sync_policy where the effective
  * policy changes. */

@@ -105,7 +105,12 @@ def test_enrollment_by_directory_credentials(servers, fixture_plugins, build, tm
     assert r.status == 201, r
     dev = srv.api("GET", "/api/v1/devices/" + r.body["device_id"], token=admin).body
     assert dev["owner"] == "nora@corp.example"
+    assert dev["owner_name"] == "Fixture User" and dev["owner_email"] == "nora@corp.example", dev
     assert dev["enroll_method"] == "directory", dev
+    # The group the directory maps nora to is created under default when it is new.
+    assert dev["group"] == "Sales", dev
+    g = srv.api("GET", "/api/v1/groups/Sales", token=admin)
+    assert g.status == 200 and g.body["parent"] == "default", g
 
     r = enroll_raw(srv, tmp_path, {"method": "directory", "user": "nora", "password": "bad"})
     assert r.status == 403 and r.body["error"]["message"] == "wrong user name or password", r

@@ -197,3 +197,16 @@ def test_changes_are_audited(env):
         assert want in mine, (want, mine)
     assert any(e["action"] == "group.delete" and e["outcome"] == "failure" and e["target"] == "default"
                for e in entries), entries
+
+
+def test_a_key_for_a_new_group_creates_it(env):
+    """An enrollment key may name a group that does not exist yet: it is created under default, so a
+    device enrolled with the key is in a real group (with that group's policy), never in a phantom one."""
+    _, admin, _ = env
+    name = uniq("field")
+    assert name not in names(admin)
+    admin.call("POST", "/api/v1/enrollment/keys", json={"group": name}, expect=201)
+    g = group(admin, name)
+    assert g["parent"] == "default" and g["description"] == "named by an enrollment key", g
+    # A bad name is refused before anything is created.
+    admin.call("POST", "/api/v1/enrollment/keys", json={"group": "a/b"}, expect=400)
