@@ -868,6 +868,65 @@ static void test_refused_up_front(void **state)
 	assert_int_equal(fx->hits, 0);
 }
 
+/* Calls to the origin of the previous accepted URL skip curl's URL parser: the same refusals still hold for
+ * what follows the origin, and messages still show scheme://host:port/path without userinfo or query. */
+static void test_same_origin_fast_path(void **state)
+{
+	struct fx *fx = *state;
+	char url[256];
+	for (int round = 0; round < 2; round++) { /* the first parses fully, the second takes the fast path */
+		snprintf(url, sizeof url, "http://user:secret1@127.0.0.1:%d/big?q=secret2#frag", fx->port);
+		fx->big_size = 4096;
+		struct bw_http_request rq = req_new(url);
+		rq.max_response_bytes = 100;
+		struct result r = {0};
+		call_sync(fx, &rq, &r);
+		assert_int_equal(r.error, BW_E_LIMIT);
+		char want[128];
+		snprintf(want, sizeof want, "GET http://127.0.0.1:%d/big: ", fx->port);
+		assert_non_null(strstr(r.message, want));
+		assert_null(strstr(r.message, "secret"));
+		assert_null(strstr(r.message, "frag"));
+		result_clear(&r);
+	}
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/hello", fx->port);
+	struct bw_http_request rq = req_new(url);
+	struct result r = {0};
+	call_sync(fx, &rq, &r);
+	assert_int_equal(r.status, 200);
+	result_clear(&r);
+	/* Same origin, bad rest: the full parser decides (and refuses). */
+	const char *bad_rest[] = {"/he llo", "/x\r\nX-Injected: 1", "/a\\b", "/\x7f"};
+	for (size_t i = 0; i < sizeof bad_rest / sizeof bad_rest[0]; i++) {
+		snprintf(url, sizeof url, "http://127.0.0.1:%d%s", fx->port, bad_rest[i]);
+		rq = req_new(url);
+		bw_error err = {0};
+		bw_http_call *call = bw_http_client_send(fx->client, &rq, on_done, &r, &err);
+		if (call) { /* curl may accept some of them; then the call must behave normally */
+			run_until(fx, &r.calls, 1, 20000);
+			assert_int_equal(r.calls, 1);
+			result_clear(&r);
+		} else {
+			assert_int_equal(err.code, BW_E_INVALID);
+		}
+	}
+	/* The same origin spelled as a prefix of another authority is another origin. */
+	snprintf(url, sizeof url, "http://127.0.0.1:%d0/x", fx->port);
+	rq = req_new(url);
+	bw_error err = {0};
+	bw_http_call *call = bw_http_client_send(fx->client, &rq, on_done, &r, &err);
+	if (call) {
+		run_until(fx, &r.calls, 1, 20000);
+		assert_int_not_equal(r.status, 200);
+		result_clear(&r);
+	}
+	/* An origin refused up front is never remembered. */
+	rq = req_new("http://example.com/a");
+	expect_refused(fx, &rq, BW_E_INVALID);
+	rq = req_new("http://example.com/b");
+	expect_refused(fx, &rq, BW_E_INVALID);
+}
+
 static void test_oversized_response(void **state)
 {
 	struct fx *fx = *state;
@@ -1175,6 +1234,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_tls_client_cert, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refused_up_front, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_oversized_response, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_same_origin_fast_path, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reentrancy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_free_with_calls, setup, teardown),
