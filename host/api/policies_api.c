@@ -91,127 +91,147 @@ static void audit(struct bw_http_req *req, const char *action, const char *targe
 	                      : "");
 }
 
+/* A change that failed: audited, then answered with the service's error. */
+static void reply_failure(struct bw_http_req *req, const char *action, const char *target, const bw_error *err)
+{
+	audit(req, action, target, err, NULL);
+	bw_req_reply_bw_error(req, err);
+}
+
+/* The request's JSON object, holding only the allowed members when allowed is given; NULL when a 400
+ * was sent. */
+static json_t *read_body(struct bw_http_req *req, const char *const *allowed, size_t n)
+{
+	json_t *body = NULL;
+	bw_error err = {0};
+	if (bw_req_json(req, &body, &err) != BW_OK) {
+		bw_req_reply_error(req, 400, "invalid_json", err.message);
+		return NULL;
+	}
+	if (allowed && !body_fields(req, body, allowed, n)) {
+		json_decref(body);
+		return NULL;
+	}
+	return body;
+}
+
+/* Answers a read: 200 with o, or the service's error (rc). The timestamps in member `times` of o (o
+ * itself for "", none for NULL) become text. */
+static void reply_read(struct bw_http_req *req, int rc, json_t *o, const bw_error *err, const char *times)
+{
+	if (rc != BW_OK) {
+		bw_req_reply_bw_error(req, err);
+		return;
+	}
+	if (times)
+		bw_json_times_to_text(*times ? json_object_get(o, times) : o);
+	bw_req_reply_json(req, 200, o);
+}
+
 /* ---- groups */
+
+/* Answers with the group as it is now (after a change, under its new name). */
+static void reply_group(struct bw_http_req *req, bw_policies *p, const char *name, int status)
+{
+	json_t *g = NULL;
+	bw_error err = {0};
+	if (bw_group_get(p, name, &g, &err) != BW_OK) {
+		bw_req_reply_bw_error(req, &err);
+		return;
+	}
+	bw_json_times_to_text(g);
+	bw_req_reply_json(req, status, g);
+}
+
+struct group_fields {
+	const char *name, *parent, *desc;
+};
+
+/* The body of POST (create: name required) or PATCH (at least one member) /groups; the strings in f
+ * live as long as the returned body. NULL when a 400 was sent. */
+static json_t *group_body(struct bw_http_req *req, bool create, struct group_fields *f)
+{
+	static const char *const allowed[] = {"name", "parent", "description"};
+	json_t *body = read_body(req, allowed, 3);
+	if (!body)
+		return NULL;
+	f->name = json_string_value(json_object_get(body, "name"));
+	f->parent = json_string_value(json_object_get(body, "parent"));
+	f->desc = json_string_value(json_object_get(body, "description"));
+	const char *why = NULL;
+	if (create && !f->name)
+		why = "name (a string) is required";
+	else if (!create && !f->name && !f->parent && !f->desc)
+		why = "give at least one of name, parent, description";
+	else if (f->desc && strlen(f->desc) > DESC_MAX)
+		why = "description must be at most 1024 bytes";
+	if (why) {
+		bad_request(req, why);
+		json_decref(body);
+		return NULL;
+	}
+	return body;
+}
 
 static void get_groups(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_policies *p = service(req);
-	json_t *list;
+	json_t *list = NULL;
 	bw_error err = {0};
 	if (!p)
 		return;
-	if (bw_group_list(p, &list, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		return;
-	}
-	bw_json_times_to_text(list);
-	bw_req_reply_json(req, 200, json_pack("{s:o}", "groups", list));
+	int rc = bw_group_list(p, &list, &err);
+	reply_read(req, rc, rc == BW_OK ? json_pack("{s:o}", "groups", list) : NULL, &err, "groups");
 }
 
 static void get_group(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_policies *p = service(req);
-	json_t *g;
-	bw_error err = {0};
-	if (!p)
-		return;
-	if (bw_group_get(p, req->params[0], &g, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		return;
-	}
-	bw_json_times_to_text(g);
-	bw_req_reply_json(req, 200, g);
+	if (p)
+		reply_group(req, p, req->params[0], 200);
 }
 
 static void post_group(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
-	static const char *const allowed[] = {"name", "parent", "description"};
 	bw_policies *p = service(req);
-	json_t *body = NULL, *g = NULL;
+	struct group_fields f;
 	bw_error err = {0};
-	if (!p)
+	json_t *body = p ? group_body(req, true, &f) : NULL;
+	if (!body)
 		return;
-	if (bw_req_json(req, &body, &err) != BW_OK) {
-		bw_req_reply_error(req, 400, "invalid_json", err.message);
-		return;
+	if (bw_group_create(p, f.name, f.parent, f.desc, &err) != BW_OK) {
+		reply_failure(req, "group.create", f.name, &err);
+	} else {
+		char detail[200];
+		snprintf(detail, sizeof detail, "parent %.150s", f.parent ? f.parent : "default");
+		audit(req, "group.create", f.name, NULL, detail);
+		reply_group(req, p, f.name, 201);
 	}
-	if (!body_fields(req, body, allowed, 3))
-		goto out;
-	const char *name = json_string_value(json_object_get(body, "name"));
-	const char *parent = json_string_value(json_object_get(body, "parent"));
-	const char *desc = json_string_value(json_object_get(body, "description"));
-	if (!name) {
-		bad_request(req, "name (a string) is required");
-		goto out;
-	}
-	if (desc && strlen(desc) > DESC_MAX) {
-		bad_request(req, "description must be at most 1024 bytes");
-		goto out;
-	}
-	if (bw_group_create(p, name, parent, desc, &err) != BW_OK) {
-		audit(req, "group.create", name, &err, NULL);
-		bw_req_reply_bw_error(req, &err);
-		goto out;
-	}
-	char detail[200];
-	snprintf(detail, sizeof detail, "parent %.150s", parent ? parent : "default");
-	audit(req, "group.create", name, NULL, detail);
-	if (bw_group_get(p, name, &g, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		goto out;
-	}
-	bw_json_times_to_text(g);
-	bw_req_reply_json(req, 201, g);
-out:
 	json_decref(body);
 }
 
 static void patch_group(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
-	static const char *const allowed[] = {"name", "parent", "description"};
 	bw_policies *p = service(req);
-	json_t *body = NULL, *g = NULL;
+	struct group_fields f;
 	bw_error err = {0};
-	if (!p)
+	json_t *body = p ? group_body(req, false, &f) : NULL;
+	if (!body)
 		return;
-	if (bw_req_json(req, &body, &err) != BW_OK) {
-		bw_req_reply_error(req, 400, "invalid_json", err.message);
-		return;
-	}
-	if (!body_fields(req, body, allowed, 3))
-		goto out;
-	const char *name = json_string_value(json_object_get(body, "name"));
-	const char *parent = json_string_value(json_object_get(body, "parent"));
-	const char *desc = json_string_value(json_object_get(body, "description"));
-	if (!name && !parent && !desc) {
-		bad_request(req, "give at least one of name, parent, description");
-		goto out;
-	}
-	if (desc && strlen(desc) > DESC_MAX) {
-		bad_request(req, "description must be at most 1024 bytes");
-		goto out;
-	}
 	const char *target = req->params[0];
-	if (bw_group_update(p, target, name, parent, desc, &err) != BW_OK) {
-		audit(req, "group.update", target, &err, NULL);
-		bw_req_reply_bw_error(req, &err);
-		goto out;
+	if (bw_group_update(p, target, f.name, f.parent, f.desc, &err) != BW_OK) {
+		reply_failure(req, "group.update", target, &err);
+	} else {
+		char detail[400];
+		snprintf(detail, sizeof detail, "%s%.150s%s%.150s%s", f.name ? "name " : "", f.name ? f.name : "",
+		         f.parent ? " parent " : "", f.parent ? f.parent : "", f.desc ? " description" : "");
+		audit(req, "group.update", target, NULL, detail);
+		reply_group(req, p, f.name ? f.name : target, 200);
 	}
-	char detail[400];
-	snprintf(detail, sizeof detail, "%s%.150s%s%.150s%s", name ? "name " : "", name ? name : "",
-	         parent ? " parent " : "", parent ? parent : "", desc ? " description" : "");
-	audit(req, "group.update", target, NULL, detail);
-	if (bw_group_get(p, name ? name : target, &g, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		goto out;
-	}
-	bw_json_times_to_text(g);
-	bw_req_reply_json(req, 200, g);
-out:
 	json_decref(body);
 }
 
@@ -224,8 +244,7 @@ static void delete_group(struct bw_http_req *req, void *arg)
 		return;
 	const char *move_to = bw_req_query(req, "move_to");
 	if (bw_group_delete(p, req->params[0], move_to, &err) != BW_OK) {
-		audit(req, "group.delete", req->params[0], &err, NULL);
-		bw_req_reply_bw_error(req, &err);
+		reply_failure(req, "group.delete", req->params[0], &err);
 		return;
 	}
 	char detail[200] = "";
@@ -241,16 +260,12 @@ static void get_policy(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_policies *p = service(req);
-	json_t *o;
+	json_t *o = NULL;
 	bw_error err = {0};
 	if (!p)
 		return;
-	if (bw_policy_get_own(p, req->params[0], &o, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		return;
-	}
-	bw_json_times_to_text(o);
-	bw_req_reply_json(req, 200, o);
+	int rc = bw_policy_get_own(p, req->params[0], &o, &err);
+	reply_read(req, rc, o, &err, "");
 }
 
 /* Validation errors name the field and the bad entry; a secret entry is never echoed. */
@@ -273,14 +288,11 @@ static void put_policy(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_policies *p = service(req);
-	json_t *body = NULL, *result = NULL, *errors = NULL;
+	json_t *result = NULL, *errors = NULL;
 	bw_error err = {0};
-	if (!p)
+	json_t *body = p ? read_body(req, NULL, 0) : NULL;
+	if (!body)
 		return;
-	if (bw_req_json(req, &body, &err) != BW_OK) {
-		bw_req_reply_error(req, 400, "invalid_json", err.message);
-		return;
-	}
 	/* {"policy": {...}} is accepted as well as the bare document ("policy" is no section name). */
 	json_t *doc = body;
 	if (json_object_size(body) == 1 && json_is_object(json_object_get(body, "policy")))
@@ -297,15 +309,14 @@ static void put_policy(struct bw_http_req *req, void *arg)
 		} else {
 			bw_req_reply_bw_error(req, &err);
 		}
-		goto out;
+	} else {
+		char detail[1200];
+		snprintf(detail, sizeof detail, "version %lld: %s",
+		         (long long)json_integer_value(json_object_get(result, "version")),
+		         json_string_value(json_object_get(result, "summary")));
+		audit(req, "policy.set", group, NULL, detail);
+		bw_req_reply_json(req, 200, result);
 	}
-	char detail[1200];
-	snprintf(detail, sizeof detail, "version %lld: %s",
-	         (long long)json_integer_value(json_object_get(result, "version")),
-	         json_string_value(json_object_get(result, "summary")));
-	audit(req, "policy.set", group, NULL, detail);
-	bw_req_reply_json(req, 200, result);
-out:
 	json_decref(errors);
 	json_decref(body);
 }
@@ -314,33 +325,26 @@ static void get_effective(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_policies *p = service(req);
-	json_t *o;
+	json_t *o = NULL;
 	bw_error err = {0};
 	if (!p)
 		return;
-	if (bw_policy_effective(p, req->params[0], &o, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		return;
-	}
-	bw_req_reply_json(req, 200, o);
+	int rc = bw_policy_effective(p, req->params[0], &o, &err);
+	reply_read(req, rc, o, &err, NULL);
 }
 
 static void get_history(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_policies *p = service(req);
-	json_t *o;
+	json_t *o = NULL;
 	bw_error err = {0};
 	int64_t limit, before;
 	if (!p || !int_query(req, "limit", 1, MAX_LIMIT, DEFAULT_LIMIT, &limit) ||
 	    !int_query(req, "before", 1, INT64_MAX, 0, &before))
 		return;
-	if (bw_policy_history(p, req->params[0], before, (size_t)limit, &o, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		return;
-	}
-	bw_json_times_to_text(json_object_get(o, "versions"));
-	bw_req_reply_json(req, 200, o);
+	int rc = bw_policy_history(p, req->params[0], before, (size_t)limit, &o, &err);
+	reply_read(req, rc, o, &err, "versions");
 }
 
 static bool version_param(struct bw_http_req *req, const char *s, int64_t min, int64_t *out)
@@ -362,24 +366,20 @@ static void get_version(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_policies *p = service(req);
-	json_t *o;
+	json_t *o = NULL;
 	bw_error err = {0};
 	int64_t n;
 	if (!p || !version_param(req, req->params[1], 1, &n))
 		return;
-	if (bw_policy_version(p, req->params[0], n, &o, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		return;
-	}
-	bw_json_times_to_text(o);
-	bw_req_reply_json(req, 200, o);
+	int rc = bw_policy_version(p, req->params[0], n, &o, &err);
+	reply_read(req, rc, o, &err, "");
 }
 
 static void get_diff(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_policies *p = service(req);
-	json_t *o;
+	json_t *o = NULL;
 	bw_error err = {0};
 	int64_t from, to;
 	if (!p)
@@ -391,11 +391,8 @@ static void get_diff(struct bw_http_req *req, void *arg)
 	}
 	if (!version_param(req, fs, 0, &from) || !version_param(req, ts, 0, &to))
 		return;
-	if (bw_policy_diff_versions(p, req->params[0], from, to, &o, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		return;
-	}
-	bw_req_reply_json(req, 200, o);
+	int rc = bw_policy_diff_versions(p, req->params[0], from, to, &o, &err);
+	reply_read(req, rc, o, &err, NULL);
 }
 
 static void get_catalog(struct bw_http_req *req, void *arg)
@@ -413,16 +410,12 @@ static void get_status(struct bw_http_req *req, void *arg)
 {
 	(void)arg;
 	bw_policies *p = service(req);
-	json_t *o;
+	json_t *o = NULL;
 	bw_error err = {0};
 	if (!p)
 		return;
-	if (bw_policy_status(p, bw_req_query(req, "group"), bw_req_query(req, "state"), &o, &err) != BW_OK) {
-		bw_req_reply_bw_error(req, &err);
-		return;
-	}
-	bw_json_times_to_text(json_object_get(o, "devices"));
-	bw_req_reply_json(req, 200, o);
+	int rc = bw_policy_status(p, bw_req_query(req, "group"), bw_req_query(req, "state"), &o, &err);
+	reply_read(req, rc, o, &err, "devices");
 }
 
 /* ---- devices */
@@ -432,7 +425,7 @@ static void patch_device(struct bw_http_req *req, void *arg)
 	(void)arg;
 	static const char *const allowed[] = {"group"};
 	bw_policies *p = service(req);
-	json_t *body = NULL, *o = NULL;
+	json_t *o = NULL;
 	bw_error err = {0};
 	if (!p)
 		return;
@@ -441,27 +434,20 @@ static void patch_device(struct bw_http_req *req, void *arg)
 		bad_request(req, "device id must be a UUID");
 		return;
 	}
-	if (bw_req_json(req, &body, &err) != BW_OK) {
-		bw_req_reply_error(req, 400, "invalid_json", err.message);
+	json_t *body = read_body(req, allowed, 1);
+	if (!body)
 		return;
-	}
-	if (!body_fields(req, body, allowed, 1))
-		goto out;
 	const char *group = json_string_value(json_object_get(body, "group"));
 	if (!group) {
 		bad_request(req, "group (a group name) is required");
-		goto out;
+	} else if (bw_policy_device_move(p, id, group, &o, &err) != BW_OK) {
+		reply_failure(req, "device.move", id, &err);
+	} else {
+		char detail[200];
+		snprintf(detail, sizeof detail, "group %.150s", group);
+		audit(req, "device.move", id, NULL, detail);
+		bw_req_reply_json(req, 200, o);
 	}
-	if (bw_policy_device_move(p, id, group, &o, &err) != BW_OK) {
-		audit(req, "device.move", id, &err, NULL);
-		bw_req_reply_bw_error(req, &err);
-		goto out;
-	}
-	char detail[200];
-	snprintf(detail, sizeof detail, "group %.150s", group);
-	audit(req, "device.move", id, NULL, detail);
-	bw_req_reply_json(req, 200, o);
-out:
 	json_decref(body);
 }
 

@@ -411,7 +411,8 @@ failed:
 	f->host->log(f->ctx, BW_LOG_ERROR, "%s (service account %s, token endpoint %s)", why, f->sa.client_email,
 	             f->token_uri);
 	char detail[512];
-	snprintf(detail, sizeof detail, "project %s: no access token: %s", f->project_id, why + 7);
+	/* a /healthz detail is short by design: long parts are cut */
+	snprintf(detail, sizeof detail, "project %.120s: no access token: %.360s", f->project_id, why + 7);
 	f->host->health_set(f->ctx, true, detail);
 	fail_queued(f, why);
 	publish_gauges(f);
