@@ -114,31 +114,13 @@ int bwctl_get_json(struct bwctl_ctx *ctx, const char *path, struct bwctl_reply *
 	return bwctl_api_call(ctx, &call, reply);
 }
 
-/* GET `path`, then either prints the JSON or a table of reply[list_key] built by `row`. */
-int bwctl_list_command(struct bwctl_ctx *ctx, const char *path, const char *list_key, int ncols,
-                       const char *const *headers, void (*row)(const json_t *item, char **cells))
+/* The objects of `list` as a table, one row each built by `row`; other items are skipped. */
+void bwctl_list_table(const json_t *list, int ncols, const char *const *headers, bwctl_row_fn row)
 {
-	struct bwctl_reply reply;
-	struct bwctl_table *t;
-	const json_t *list, *item;
+	struct bwctl_table *t = bwctl_table_new(ncols, headers);
+	const json_t *item;
 	size_t i;
-	int rc = bwctl_get_json(ctx, path, &reply);
 
-	if (rc != BWCTL_EXIT_OK)
-		goto out;
-	list = json_object_get(reply.json, list_key);
-	if (!json_is_array(list)) {
-		char what[128];
-
-		snprintf(what, sizeof what, "no \"%s\" list", list_key);
-		rc = bwctl_unexpected(ctx, what);
-		goto out;
-	}
-	if (ctx->json) {
-		bwctl_print_json(reply.json);
-		goto out;
-	}
-	t = bwctl_table_new(ncols, headers);
 	json_array_foreach(list, i, item)
 	{
 		char *cells[16];
@@ -150,8 +132,76 @@ int bwctl_list_command(struct bwctl_ctx *ctx, const char *path, const char *list
 	}
 	bwctl_table_print(t, stdout);
 	bwctl_table_free(t);
-out:
+}
+
+int bwctl_reply_list(const struct bwctl_ctx *ctx, struct bwctl_reply *reply, const char *const *keys, bool bare,
+                     const char *missing, const json_t **list)
+{
+	*list = bare && json_is_array(reply->json) ? reply->json : NULL;
+	for (const char *const *k = keys; !*list && *k; k++)
+		if (json_is_array(json_object_get(reply->json, *k)))
+			*list = json_object_get(reply->json, *k);
+	if (!*list) {
+		char what[128];
+
+		snprintf(what, sizeof what, "no \"%s\" list", keys[0]);
+		bwctl_reply_free(reply);
+		return bwctl_unexpected(ctx, missing ? missing : what);
+	}
+	return BWCTL_EXIT_OK;
+}
+
+int bwctl_get_list(struct bwctl_ctx *ctx, const char *path, const char *const *keys, bool bare, const char *missing,
+                   struct bwctl_reply *reply, const json_t **list)
+{
+	int rc = bwctl_get_json(ctx, path, reply);
+
+	if (rc != BWCTL_EXIT_OK) {
+		bwctl_reply_free(reply);
+		return rc;
+	}
+	return bwctl_reply_list(ctx, reply, keys, bare, missing, list);
+}
+
+int bwctl_list_print(struct bwctl_ctx *ctx, const char *path, const char *const *keys, bool bare, const char *missing,
+                     int ncols, const char *const *headers, bwctl_row_fn row)
+{
+	struct bwctl_reply reply;
+	const json_t *list;
+	int rc = bwctl_get_list(ctx, path, keys, bare, missing, &reply, &list);
+
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
+	if (ctx->json)
+		bwctl_print_json(reply.json);
+	else
+		bwctl_list_table(list, ncols, headers, row);
 	bwctl_reply_free(&reply);
+	return BWCTL_EXIT_OK;
+}
+
+int bwctl_list_command(struct bwctl_ctx *ctx, const char *path, const char *list_key, int ncols,
+                       const char *const *headers, bwctl_row_fn row)
+{
+	const char *const keys[] = {list_key, NULL};
+
+	return bwctl_list_print(ctx, path, keys, false, NULL, ncols, headers, row);
+}
+
+/* bwctl_list_command of `path` (freed here) with "limit=N" added for --limit (`limit`, checked: 1..max). */
+static int list_limited(struct bwctl_ctx *ctx, char *path, const char *limit, long max, const char *list_key, int ncols,
+                        const char *const *headers, bwctl_row_fn row)
+{
+	char n[24];
+	long v = 0;
+	int rc = limit ? bwctl_parse_limit_opt(limit, max, &v) : BWCTL_EXIT_OK;
+
+	if (rc == BWCTL_EXIT_OK) {
+		snprintf(n, sizeof n, "%ld", v);
+		bwctl_query_add(&path, "limit", limit ? n : NULL);
+		rc = bwctl_list_command(ctx, path, list_key, ncols, headers, row);
+	}
+	free(path);
 	return rc;
 }
 
@@ -377,10 +427,9 @@ int bwctl_cmd_health(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	static const char *const headers[] = {"NAME", "VERSION", "STATE", "REQUIRED", "DETAIL"};
 	struct bwctl_call call = {.method = "GET", .path = "/healthz", .flags = BWCTL_API_RAW_ERROR};
 	struct bwctl_reply reply;
-	const json_t *plugins, *db, *item;
+	const json_t *plugins, *db;
 	const char *status;
 	char *status_c;
-	size_t i;
 	int rc = bwctl_api_call(ctx, &call, &reply);
 
 	(void)args;
@@ -419,20 +468,8 @@ int bwctl_cmd_health(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		}
 		plugins = json_object_get(reply.json, "plugins");
 		if (json_is_array(plugins) && json_array_size(plugins) > 0) {
-			struct bwctl_table *t = bwctl_table_new(5, headers);
-
-			json_array_foreach(plugins, i, item)
-			{
-				char *cells[5];
-
-				if (!json_is_object(item))
-					continue;
-				health_plugin_row(item, cells);
-				bwctl_table_add_owned(t, cells);
-			}
 			putchar('\n');
-			bwctl_table_print(t, stdout);
-			bwctl_table_free(t);
+			bwctl_list_table(plugins, 5, headers, health_plugin_row);
 		}
 	}
 	if (strcmp(status, "ok") != 0) {
@@ -785,21 +822,8 @@ int bwctl_cmd_audit(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	static const char *const headers[] = {"ID",     "TIME",   "ACTOR",   "ADDRESS",
 	                                      "ACTION", "TARGET", "OUTCOME", "DETAIL"};
-	char path[64] = "/api/v1/audit";
-
-	if (args->limit) {
-		char *end;
-		long n;
-
-		errno = 0;
-		n = strtol(args->limit, &end, 10);
-		if (errno || end == args->limit || *end || args->limit[0] < '0' || args->limit[0] > '9' || n < 1 ||
-		    n > MAX_AUDIT_LIMIT)
-			return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --limit '%s': use a number from 1 to %d",
-			                  args->limit, MAX_AUDIT_LIMIT);
-		snprintf(path, sizeof path, "/api/v1/audit?limit=%ld", n);
-	}
-	return bwctl_list_command(ctx, path, "entries", 8, headers, audit_row);
+	return list_limited(ctx, bwctl_xstrdup("/api/v1/audit"), args->limit, MAX_AUDIT_LIMIT, "entries", 8, headers,
+	                    audit_row);
 }
 
 /* ---- devices and enrollment ---- */
@@ -909,25 +933,36 @@ void bwctl_print_object(const json_t *obj)
 	free(keys);
 }
 
+int bwctl_get_object(struct bwctl_ctx *ctx, const char *path, const char *not_object, struct bwctl_reply *reply)
+{
+	int rc = bwctl_get_json(ctx, path, reply);
+
+	if (rc == BWCTL_EXIT_OK && !json_is_object(reply->json))
+		rc = bwctl_unexpected(ctx, not_object);
+	if (rc != BWCTL_EXIT_OK)
+		bwctl_reply_free(reply);
+	return rc;
+}
+
 /* GET one object and show it as a block (or --json). */
-int bwctl_show_command(struct bwctl_ctx *ctx, const char *path)
+int bwctl_show_command(struct bwctl_ctx *ctx, const char *collection, const char *what, const char *id)
 {
 	struct bwctl_reply reply;
-	int rc = bwctl_get_json(ctx, path, &reply);
+	char *path;
+	int rc = bwctl_object_path(collection, what, id, "", &path);
 
 	if (rc != BWCTL_EXIT_OK)
-		goto out;
-	if (!json_is_object(reply.json)) {
-		rc = bwctl_unexpected(ctx, "not a JSON object");
-		goto out;
-	}
+		return rc;
+	rc = bwctl_get_object(ctx, path, "not a JSON object", &reply);
+	free(path);
+	if (rc != BWCTL_EXIT_OK)
+		return rc;
 	if (ctx->json)
 		bwctl_print_json(reply.json);
 	else
 		bwctl_print_object(reply.json);
-out:
 	bwctl_reply_free(&reply);
-	return rc;
+	return BWCTL_EXIT_OK;
 }
 
 /* ---- enrollment keys ---- */
@@ -1189,8 +1224,7 @@ int bwctl_cmd_allowlist_list(struct bwctl_ctx *ctx, const struct bwctl_args *arg
 {
 	static const char *const headers[] = {"KIND", "VALUE", "NOTE", "ADDED"};
 	struct bwctl_reply reply;
-	const json_t *entries, *item;
-	size_t i;
+	const json_t *entries;
 	int rc = bwctl_get_json(ctx, "/api/v1/enrollment/allowlist", &reply);
 
 	(void)args;
@@ -1204,22 +1238,10 @@ int bwctl_cmd_allowlist_list(struct bwctl_ctx *ctx, const struct bwctl_args *arg
 	if (ctx->json) {
 		bwctl_print_json(reply.json);
 	} else {
-		struct bwctl_table *t = bwctl_table_new(4, headers);
-
 		printf("Allowlist: %s\n\n", json_is_true(json_object_get(reply.json, "enabled"))
 		                                ? "enabled (only listed devices may enroll)"
 		                                : "disabled (any device with a valid key or invitation may enroll)");
-		json_array_foreach(entries, i, item)
-		{
-			char *cells[4];
-
-			if (!json_is_object(item))
-				continue;
-			allowlist_row(item, cells);
-			bwctl_table_add_owned(t, cells);
-		}
-		bwctl_table_print(t, stdout);
-		bwctl_table_free(t);
+		bwctl_list_table(entries, 4, headers, allowlist_row);
 	}
 out:
 	bwctl_reply_free(&reply);
@@ -1268,17 +1290,8 @@ static void refusal_row(const json_t *r, char **cells)
 int bwctl_cmd_refusals(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	static const char *const headers[] = {"TIME", "ADDRESS", "REASON", "DETAIL"};
-	char path[64] = "/api/v1/enrollment/refusals";
-	long n;
-
-	if (args->limit) {
-		int rc = bwctl_parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
-
-		if (rc != BWCTL_EXIT_OK)
-			return rc;
-		snprintf(path, sizeof path, "/api/v1/enrollment/refusals?limit=%ld", n);
-	}
-	return bwctl_list_command(ctx, path, "refusals", 4, headers, refusal_row);
+	return list_limited(ctx, bwctl_xstrdup("/api/v1/enrollment/refusals"), args->limit, MAX_DEVICE_LIST_LIMIT,
+	                    "refusals", 4, headers, refusal_row);
 }
 
 /* ---- devices ---- */
@@ -1298,9 +1311,6 @@ int bwctl_cmd_devices_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	static const char *const headers[] = {"ID", "PLATFORM", "STATUS", "OS", "MODEL", "GROUP", "LAST SEEN"};
 	char *path;
-	char limit[24];
-	long n;
-	int rc;
 
 	if (args->platform && strcmp(args->platform, "android") != 0 && strcmp(args->platform, "ios") != 0)
 		return bwctl_fail(BWCTL_EXIT_USAGE, "unknown platform '%s' (use android or ios)", args->platform);
@@ -1312,33 +1322,17 @@ int bwctl_cmd_devices_list(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		return bwctl_fail(BWCTL_EXIT_USAGE,
 		                  "invalid --os '%s': use an operator (<, <=, =, >=, >) and a version, e.g. \">=12.1\"",
 		                  args->os);
-	if (args->limit) {
-		rc = bwctl_parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
-		if (rc != BWCTL_EXIT_OK)
-			return rc;
-		snprintf(limit, sizeof limit, "%ld", n);
-	}
 	path = bwctl_xstrdup("/api/v1/devices");
 	bwctl_query_add(&path, "platform", args->platform);
 	bwctl_query_add(&path, "status", args->status);
 	bwctl_query_add(&path, "group", args->group);
 	bwctl_query_add(&path, "os", args->os);
-	bwctl_query_add(&path, "limit", args->limit ? limit : NULL);
-	rc = bwctl_list_command(ctx, path, "devices", 7, headers, device_row);
-	free(path);
-	return rc;
+	return list_limited(ctx, path, args->limit, MAX_DEVICE_LIST_LIMIT, "devices", 7, headers, device_row);
 }
 
 int bwctl_cmd_devices_show(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
-	char *path;
-	int rc = bwctl_object_path("devices", "device id", args->pos[0], "", &path);
-
-	if (rc != BWCTL_EXIT_OK)
-		return rc;
-	rc = bwctl_show_command(ctx, path);
-	free(path);
-	return rc;
+	return bwctl_show_command(ctx, "devices", "device id", args->pos[0]);
 }
 
 static int queue_command(struct bwctl_ctx *ctx, const char *device, const char *type)
@@ -1461,14 +1455,7 @@ int bwctl_cmd_commands_list(struct bwctl_ctx *ctx, const struct bwctl_args *args
 
 int bwctl_cmd_commands_show(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
-	char *path;
-	int rc = bwctl_object_path("commands", "command id", args->pos[0], "", &path);
-
-	if (rc != BWCTL_EXIT_OK)
-		return rc;
-	rc = bwctl_show_command(ctx, path);
-	free(path);
-	return rc;
+	return bwctl_show_command(ctx, "commands", "command id", args->pos[0]);
 }
 
 int bwctl_cmd_commands_cancel(struct bwctl_ctx *ctx, const struct bwctl_args *args)
@@ -1501,9 +1488,7 @@ static void event_row(const json_t *e, char **cells)
 int bwctl_cmd_logs(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	static const char *const headers[] = {"ID", "TIME", "DEVICE", "TYPE", "DATA"};
-	char *path, limit[24];
-	long n;
-	int rc;
+	char *path;
 
 	if (args->since && !time_arg_ok(args->since))
 		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --since '%s': use Unix seconds or an RFC 3339 time",
@@ -1511,19 +1496,10 @@ int bwctl_cmd_logs(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	if (args->until && !time_arg_ok(args->until))
 		return bwctl_fail(BWCTL_EXIT_USAGE, "invalid --until '%s': use Unix seconds or an RFC 3339 time",
 		                  args->until);
-	if (args->limit) {
-		rc = bwctl_parse_limit_opt(args->limit, MAX_DEVICE_LIST_LIMIT, &n);
-		if (rc != BWCTL_EXIT_OK)
-			return rc;
-		snprintf(limit, sizeof limit, "%ld", n);
-	}
 	path = bwctl_xstrdup("/api/v1/logs");
 	bwctl_query_add(&path, "device", args->device);
 	bwctl_query_add(&path, "type", args->type);
 	bwctl_query_add(&path, "since", args->since);
 	bwctl_query_add(&path, "until", args->until);
-	bwctl_query_add(&path, "limit", args->limit ? limit : NULL);
-	rc = bwctl_list_command(ctx, path, "events", 5, headers, event_row);
-	free(path);
-	return rc;
+	return list_limited(ctx, path, args->limit, MAX_DEVICE_LIST_LIMIT, "events", 5, headers, event_row);
 }

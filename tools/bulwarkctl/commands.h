@@ -105,11 +105,26 @@ int bwctl_get_json(struct bwctl_ctx *ctx, const char *path, struct bwctl_reply *
 /* Authenticated call with a JSON body (may be NULL). */
 int bwctl_send_json(struct bwctl_ctx *ctx, const char *method, const char *path, const json_t *body,
                     struct bwctl_reply *reply);
-/* GET `path`, then --json or a table of reply[list_key] with one row per object built by `row`. */
+/* Fills the `ncols` (at most 16) malloc'd cells of one table row from a list item. */
+typedef void (*bwctl_row_fn)(const json_t *item, char **cells);
+/* Prints the objects of `list` as a table, one row each; other items are skipped. */
+void bwctl_list_table(const json_t *list, int ncols, const char *const *headers, bwctl_row_fn row);
+/* Finds the list of a 2xx reply: the reply itself when `bare` and it is an array, else the first array among
+ * reply[keys] (NULL-terminated). Without one the reply is freed and "unexpected answer" reported with
+ * `missing` (NULL: no "<keys[0]>" list). */
+int bwctl_reply_list(const struct bwctl_ctx *ctx, struct bwctl_reply *reply, const char *const *keys, bool bare,
+                     const char *missing, const json_t **list);
+/* Authenticated GET of `path` and bwctl_reply_list; on failure the reply is already freed. */
+int bwctl_get_list(struct bwctl_ctx *ctx, const char *path, const char *const *keys, bool bare, const char *missing,
+                   struct bwctl_reply *reply, const json_t **list);
+/* bwctl_get_list, then --json prints the reply, else a table of the list built by `row`. */
+int bwctl_list_print(struct bwctl_ctx *ctx, const char *path, const char *const *keys, bool bare, const char *missing,
+                     int ncols, const char *const *headers, bwctl_row_fn row);
+/* bwctl_list_print of reply[list_key]. */
 int bwctl_list_command(struct bwctl_ctx *ctx, const char *path, const char *list_key, int ncols,
-                       const char *const *headers, void (*row)(const json_t *item, char **cells));
-/* GET one object and show it as "key: value" lines (or --json). */
-int bwctl_show_command(struct bwctl_ctx *ctx, const char *path);
+                       const char *const *headers, bwctl_row_fn row);
+/* GET /api/v1/<collection>/<id> and show it as "key: value" lines (or --json); `what` names the id. */
+int bwctl_show_command(struct bwctl_ctx *ctx, const char *collection, const char *what, const char *id);
 void bwctl_print_object(const json_t *obj);
 /* "/api/v1/<collection>/<escaped id><suffix>" after bwctl_check_segment. */
 int bwctl_object_path(const char *collection, const char *what, const char *id, const char *suffix, char **path);
@@ -119,6 +134,9 @@ void bwctl_query_add(char **path, const char *name, const char *value);
 char *bwctl_cell_any(const json_t *obj, const char *const *keys, const char *if_null);
 /* --limit: 1..max (exit 2 otherwise). */
 int bwctl_parse_limit_opt(const char *value, long max, long *out);
+/* GET `path` and check the answer is a JSON object (else "unexpected answer": `not_object`); on failure
+ * the reply is already freed. */
+int bwctl_get_object(struct bwctl_ctx *ctx, const char *path, const char *not_object, struct bwctl_reply *reply);
 
 /* "30d", "12h", "90m", "3600s" or plain seconds; at most ten years. */
 bool bwctl_parse_duration(const char *s, long long *seconds);

@@ -25,6 +25,8 @@
 static int plugin_base(const struct bwctl_args *args, char **base)
 {
 	const char *name = args->plugin ? args->plugin : "dir_ldap";
+
+	*base = NULL;
 	size_t n = strlen(name);
 
 	/* Plugin names are identifiers: nothing to escape, and nothing else is accepted. */
@@ -253,6 +255,7 @@ out:
 static int fetch_all(struct bwctl_ctx *ctx, const char *base_path, const char *key, const char *query, long limit,
                      json_t **out)
 {
+	const char *const keys[] = {key, NULL};
 	json_t *all = json_array();
 	char *after = NULL;
 	int rc = BWCTL_EXIT_OK;
@@ -268,21 +271,10 @@ static int fetch_all(struct bwctl_ctx *ctx, const char *base_path, const char *k
 		bwctl_query_add(&path, "limit", n);
 		bwctl_query_add(&path, "q", query);
 		bwctl_query_add(&path, "after", after);
-		rc = bwctl_get_json(ctx, path, &reply);
+		rc = bwctl_get_list(ctx, path, keys, false, NULL, &reply, &list);
 		free(path);
-		if (rc != BWCTL_EXIT_OK) {
-			bwctl_reply_free(&reply);
+		if (rc != BWCTL_EXIT_OK)
 			break;
-		}
-		list = json_object_get(reply.json, key);
-		if (!json_is_array(list)) {
-			char what[64];
-
-			snprintf(what, sizeof what, "no \"%s\" list", key);
-			rc = bwctl_unexpected(ctx, what);
-			bwctl_reply_free(&reply);
-			break;
-		}
 		got = json_array_size(list);
 		json_array_extend(all, (json_t *)list);
 		next = json_object_get(reply.json, "next_after");
@@ -305,7 +297,7 @@ static int fetch_all(struct bwctl_ctx *ctx, const char *base_path, const char *k
 }
 
 static int list_entries(struct bwctl_ctx *ctx, const struct bwctl_args *args, const char *what, const char *query,
-                        int ncols, const char *const *headers, void (*row)(const json_t *, char **))
+                        int ncols, const char *const *headers, bwctl_row_fn row)
 {
 	json_t *all = NULL;
 	char *base, *path;
@@ -330,21 +322,7 @@ static int list_entries(struct bwctl_ctx *ctx, const struct bwctl_args *args, co
 		bwctl_print_json(doc);
 		json_decref(doc);
 	} else {
-		struct bwctl_table *t = bwctl_table_new(ncols, headers);
-		size_t i;
-		const json_t *item;
-
-		json_array_foreach(all, i, item)
-		{
-			char *cells[8];
-
-			if (!json_is_object(item))
-				continue;
-			row(item, cells);
-			bwctl_table_add_owned(t, cells);
-		}
-		bwctl_table_print(t, stdout);
-		bwctl_table_free(t);
+		bwctl_list_table(all, ncols, headers, row);
 	}
 	json_decref(all);
 	return BWCTL_EXIT_OK;

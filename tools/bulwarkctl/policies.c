@@ -20,17 +20,6 @@
 
 /* ---- small helpers */
 
-/* The first array among reply[keys...], or the reply itself when it is an array. */
-static const json_t *find_list(const json_t *reply, const char *const *keys)
-{
-	if (json_is_array(reply))
-		return reply;
-	for (; *keys; keys++)
-		if (json_is_array(json_object_get(reply, *keys)))
-			return json_object_get(reply, *keys);
-	return NULL;
-}
-
 /* A time cell from an RFC 3339 string or Unix seconds. */
 static char *time_cell(const json_t *obj, const char *key, const char *if_null)
 {
@@ -81,6 +70,26 @@ static json_t *string_or_fail(const char *s, int *rc)
 	if (!j)
 		*rc = bwctl_fail(BWCTL_EXIT_USAGE, "'%s' is not valid UTF-8", s);
 	return j;
+}
+
+/* PATCH `path` (freed here) with {field: value}; done, prints "<verb> <name> <link> <value>". */
+static int patch_field(struct bwctl_ctx *ctx, char *path, const char *field, const char *value, const char *verb,
+                       const char *name, const char *link)
+{
+	int rc = BWCTL_EXIT_OK;
+	json_t *body = json_object();
+	char *a = bwctl_clean(name), *b = bwctl_clean(value), *done;
+
+	json_object_set_new(body, field, string_or_fail(value, &rc));
+	done = bwctl_xasprintf("%s %s %s %s", verb, a, link, b);
+	if (rc == BWCTL_EXIT_OK)
+		rc = simple_change(ctx, "PATCH", path, body, done);
+	free(done);
+	free(a);
+	free(b);
+	free(path);
+	json_decref(body);
+	return rc;
 }
 
 /* ---- groups */
@@ -172,23 +181,17 @@ int bwctl_cmd_groups_tree(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 	static const char *const keys[] = {"groups", NULL};
 	struct bwctl_reply reply;
 	const json_t *groups;
-	int rc = bwctl_get_json(ctx, "/api/v1/groups", &reply);
+	int rc = bwctl_get_list(ctx, "/api/v1/groups", keys, true, NULL, &reply, &groups);
 
 	(void)args;
 	if (rc != BWCTL_EXIT_OK)
-		goto out;
-	groups = find_list(reply.json, keys);
-	if (!groups) {
-		rc = bwctl_unexpected(ctx, "no \"groups\" list");
-		goto out;
-	}
+		return rc;
 	if (ctx->json)
 		bwctl_print_json(reply.json);
 	else
 		print_subtree(groups, NULL, "", 0);
-out:
 	bwctl_reply_free(&reply);
-	return rc;
+	return BWCTL_EXIT_OK;
 }
 
 int bwctl_cmd_groups_add(struct bwctl_ctx *ctx, const struct bwctl_args *args)
@@ -221,8 +224,7 @@ int bwctl_cmd_groups_add(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 int bwctl_cmd_groups_rename(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	int rc;
-	char *path = group_path(args->pos[0], "", &rc), *a, *b, *done;
-	json_t *body;
+	char *path = group_path(args->pos[0], "", &rc);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
@@ -230,45 +232,20 @@ int bwctl_cmd_groups_rename(struct bwctl_ctx *ctx, const struct bwctl_args *args
 		free(path);
 		return rc;
 	}
-	body = json_object();
-	json_object_set_new(body, "name", string_or_fail(args->pos[1], &rc));
-	a = bwctl_clean(args->pos[0]);
-	b = bwctl_clean(args->pos[1]);
-	done = bwctl_xasprintf("Renamed group %s to %s", a, b);
-	if (rc == BWCTL_EXIT_OK)
-		rc = simple_change(ctx, "PATCH", path, body, done);
-	free(done);
-	free(a);
-	free(b);
-	free(path);
-	json_decref(body);
-	return rc;
+	return patch_field(ctx, path, "name", args->pos[1], "Renamed group", args->pos[0], "to");
 }
 
 int bwctl_cmd_groups_move(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	int rc;
-	char *path, *a, *b, *done;
-	json_t *body;
+	char *path;
 
 	if (!args->parent)
 		return bwctl_fail(BWCTL_EXIT_USAGE, "groups move needs --parent PARENT");
 	path = group_path(args->pos[0], "", &rc);
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	body = json_object();
-	json_object_set_new(body, "parent", string_or_fail(args->parent, &rc));
-	a = bwctl_clean(args->pos[0]);
-	b = bwctl_clean(args->parent);
-	done = bwctl_xasprintf("Moved group %s under %s", a, b);
-	if (rc == BWCTL_EXIT_OK)
-		rc = simple_change(ctx, "PATCH", path, body, done);
-	free(done);
-	free(a);
-	free(b);
-	free(path);
-	json_decref(body);
-	return rc;
+	return patch_field(ctx, path, "parent", args->parent, "Moved group", args->pos[0], "under");
 }
 
 int bwctl_cmd_groups_remove(struct bwctl_ctx *ctx, const struct bwctl_args *args)
@@ -298,21 +275,13 @@ int bwctl_cmd_groups_remove(struct bwctl_ctx *ctx, const struct bwctl_args *args
 
 int bwctl_cmd_groups_show(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
-	int rc;
-	char *path = group_path(args->pos[0], "", &rc);
-
-	if (rc != BWCTL_EXIT_OK)
-		return rc;
-	rc = bwctl_show_command(ctx, path);
-	free(path);
-	return rc;
+	return bwctl_show_command(ctx, "groups", "group name", args->pos[0]);
 }
 
 int bwctl_cmd_devices_move(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	int rc;
-	char *path = NULL, *a, *b, *done;
-	json_t *body;
+	char *path = NULL;
 
 	if ((rc = bwctl_object_path("devices", "device id", args->pos[0], "", &path)) != BWCTL_EXIT_OK)
 		return rc;
@@ -320,19 +289,7 @@ int bwctl_cmd_devices_move(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 		free(path);
 		return rc;
 	}
-	body = json_object();
-	json_object_set_new(body, "group", string_or_fail(args->pos[1], &rc));
-	a = bwctl_clean(args->pos[0]);
-	b = bwctl_clean(args->pos[1]);
-	done = bwctl_xasprintf("Moved device %s to group %s", a, b);
-	if (rc == BWCTL_EXIT_OK)
-		rc = simple_change(ctx, "PATCH", path, body, done);
-	free(done);
-	free(a);
-	free(b);
-	free(path);
-	json_decref(body);
-	return rc;
+	return patch_field(ctx, path, "group", args->pos[1], "Moved device", args->pos[0], "to group");
 }
 
 /* ---- policies */
@@ -357,14 +314,10 @@ int bwctl_cmd_policies_get(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	rc = bwctl_get_json(ctx, path, &reply);
+	rc = bwctl_get_object(ctx, path, "the policy is not a JSON object", &reply);
 	free(path);
 	if (rc != BWCTL_EXIT_OK)
-		goto out;
-	if (!json_is_object(reply.json)) {
-		rc = bwctl_unexpected(ctx, "the policy is not a JSON object");
-		goto out;
-	}
+		return rc;
 	if (ctx->json) {
 		bwctl_print_json(reply.json);
 		goto out;
@@ -545,42 +498,13 @@ int bwctl_cmd_policies_history(struct bwctl_ctx *ctx, const struct bwctl_args *a
 {
 	static const char *const headers[] = {"VERSION", "TIME", "AUTHOR", "CHANGED"};
 	static const char *const keys[] = {"versions", "history", NULL};
-	struct bwctl_reply reply;
-	const json_t *list, *item;
-	struct bwctl_table *t;
-	size_t i;
 	int rc;
 	char *path = group_path(args->pos[0], "/policy/history", &rc);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	rc = bwctl_get_json(ctx, path, &reply);
+	rc = bwctl_list_print(ctx, path, keys, true, NULL, 4, headers, history_row);
 	free(path);
-	if (rc != BWCTL_EXIT_OK)
-		goto out;
-	list = find_list(reply.json, keys);
-	if (!list) {
-		rc = bwctl_unexpected(ctx, "no \"versions\" list");
-		goto out;
-	}
-	if (ctx->json) {
-		bwctl_print_json(reply.json);
-		goto out;
-	}
-	t = bwctl_table_new(4, headers);
-	json_array_foreach(list, i, item)
-	{
-		char *cells[4];
-
-		if (!json_is_object(item))
-			continue;
-		history_row(item, cells);
-		bwctl_table_add_owned(t, cells);
-	}
-	bwctl_table_print(t, stdout);
-	bwctl_table_free(t);
-out:
-	bwctl_reply_free(&reply);
 	return rc;
 }
 
@@ -622,15 +546,10 @@ int bwctl_cmd_policies_diff(struct bwctl_ctx *ctx, const struct bwctl_args *args
 		return rc;
 	bwctl_query_add(&path, "from", args->pos[1]);
 	bwctl_query_add(&path, "to", args->pos[2]);
-	rc = bwctl_get_json(ctx, path, &reply);
+	rc = bwctl_get_list(ctx, path, keys, true, NULL, &reply, &list);
 	free(path);
 	if (rc != BWCTL_EXIT_OK)
-		goto out;
-	list = find_list(reply.json, keys);
-	if (!list) {
-		rc = bwctl_unexpected(ctx, "no \"changes\" list");
-		goto out;
-	}
+		return rc;
 	if (ctx->json) {
 		bwctl_print_json(reply.json);
 		goto out;
@@ -692,15 +611,10 @@ int bwctl_cmd_policies_status(struct bwctl_ctx *ctx, const struct bwctl_args *ar
 	path = bwctl_xstrdup("/api/v1/policies/status");
 	bwctl_query_add(&path, "group", args->group);
 	bwctl_query_add(&path, "state", args->state);
-	rc = bwctl_get_json(ctx, path, &reply);
+	rc = bwctl_get_list(ctx, path, keys, true, NULL, &reply, &list);
 	free(path);
 	if (rc != BWCTL_EXIT_OK)
-		goto out;
-	list = find_list(reply.json, keys);
-	if (!list) {
-		rc = bwctl_unexpected(ctx, "no \"devices\" list");
-		goto out;
-	}
+		return rc;
 	if (ctx->json) {
 		bwctl_print_json(reply.json);
 		goto out;
@@ -753,50 +667,27 @@ static char *platform_cell(const json_t *item, const char *platform)
 	return bwctl_xstrdup("yes");
 }
 
+static void catalog_row(const json_t *item, char **cells)
+{
+	const json_t *ios = json_object_get(json_object_get(item, "platforms"), "ios");
+
+	cells[0] = bwctl_cell(item, "id", "-");
+	cells[1] = bwctl_cell(item, "label", "-");
+	cells[2] = platform_cell(item, "android");
+	cells[3] = platform_cell(item, "ios");
+	cells[4] = !json_is_object(ios)
+	               ? bwctl_xstrdup("-")
+	               : bwctl_xstrdup(json_is_true(json_object_get(ios, "supervised")) ? "required" : "no");
+}
+
 int bwctl_cmd_policies_catalog(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
 	static const char *const headers[] = {"ID", "LABEL", "ANDROID", "IOS", "IOS SUPERVISED"};
 	static const char *const keys[] = {"items", "catalog", "features", NULL};
-	struct bwctl_reply reply;
-	const json_t *list, *item;
-	struct bwctl_table *t;
-	size_t i;
-	int rc = bwctl_get_json(ctx, "/api/v1/policies/catalog", &reply);
 
 	(void)args;
-	if (rc != BWCTL_EXIT_OK)
-		goto out;
-	list = find_list(reply.json, keys);
-	if (!list) {
-		rc = bwctl_unexpected(ctx, "no \"items\" list in the catalog");
-		goto out;
-	}
-	if (ctx->json) {
-		bwctl_print_json(reply.json);
-		goto out;
-	}
-	t = bwctl_table_new(5, headers);
-	json_array_foreach(list, i, item)
-	{
-		char *cells[5];
-		const json_t *ios = json_object_get(json_object_get(item, "platforms"), "ios");
-
-		if (!json_is_object(item))
-			continue;
-		cells[0] = bwctl_cell(item, "id", "-");
-		cells[1] = bwctl_cell(item, "label", "-");
-		cells[2] = platform_cell(item, "android");
-		cells[3] = platform_cell(item, "ios");
-		cells[4] = !json_is_object(ios)
-		               ? bwctl_xstrdup("-")
-		               : bwctl_xstrdup(json_is_true(json_object_get(ios, "supervised")) ? "required" : "no");
-		bwctl_table_add_owned(t, cells);
-	}
-	bwctl_table_print(t, stdout);
-	bwctl_table_free(t);
-out:
-	bwctl_reply_free(&reply);
-	return rc;
+	return bwctl_list_print(ctx, "/api/v1/policies/catalog", keys, true, "no \"items\" list in the catalog", 5,
+	                        headers, catalog_row);
 }
 
 /* ---- push */
