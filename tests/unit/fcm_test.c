@@ -23,7 +23,11 @@ static char *pem_of(EVP_PKEY *k)
 	assert_int_equal(PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL), 1);
 	char *data;
 	long n = BIO_get_mem_data(b, &data);
-	char *out = strndup(data, (size_t)n);
+	/* the BIO's buffer is not NUL-terminated: copy exactly n bytes (strndup may read further) */
+	char *out = malloc((size_t)n + 1);
+	assert_non_null(out);
+	memcpy(out, data, (size_t)n);
+	out[n] = '\0';
 	BIO_free(b);
 	return out;
 }
