@@ -4,7 +4,7 @@
 # run; resident memory of bulwarkd sampled while it sends the pushes.
 #
 #   scripts/bench/push_apns.sh [BUILD_DIR]      (default: a Release build made in $TMPDIR/bw-bench-push)
-#   env: COUNT (100000), INFLIGHT (100: both clients keep this many requests in flight), ROUNDS (2)
+#   env: COUNT (100000), INFLIGHT (100: both clients keep this many requests in flight), ROUNDS (3)
 #
 # The plugin is driven by its admin route POST /api/v1/plugins/push_apns/bench {"count": N}, which queues N pushes
 # (token auth, a real ES256 JWT) as fast as the queue takes them and answers when all are done. nghttpd answers
@@ -13,6 +13,7 @@
 set -eu
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
+"$REPO/scripts/deps" install build test
 COUNT=${COUNT:-100000}
 INFLIGHT=${INFLIGHT:-100}
 ROUNDS=${ROUNDS:-3}
