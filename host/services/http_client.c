@@ -21,6 +21,7 @@
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -98,6 +99,7 @@ struct bw_http_call {
 	char *client_key;
 	bool http2;
 	bool retry_non_idempotent;
+	long verify_result; /* X509_V_OK (0), or why the peer's certificate was refused */
 	size_t max_response_bytes;
 
 	/* The current attempt. */
@@ -529,7 +531,8 @@ static int call_start_attempt(struct bw_http_call *call, bw_error *err)
 }
 
 /* Unlinks the call, runs its done callback once, frees it. */
-static void call_finish(struct bw_http_call *call, int error, const char *message, long status, long version)
+static void call_finish(struct bw_http_call *call, int error, const char *message, long status, long version,
+                        bool retryable)
 {
 	call_unlink(call);
 	call->state = CALL_IN_DONE;
@@ -549,6 +552,7 @@ static void call_finish(struct bw_http_call *call, int error, const char *messag
 	    .http_version = version,
 	    .priv = call,
 	    .header = response_header,
+	    .retryable = retryable,
 	};
 	call->done(&res, call->arg);
 	call_free(call);
@@ -585,9 +589,10 @@ static int classify_curl_error(const struct bw_http_call *call, CURLcode rc, boo
 	case CURLE_USE_SSL_FAILED:
 		return BW_E_TLS; /* certificates and configuration: trying again cannot help */
 	case CURLE_SSL_CONNECT_ERROR:
-		/* A TLS alert means the peer refused us (no client certificate, no common version):
-		 * final. Otherwise the handshake was cut short, e.g. by a server restarting. */
-		*retryable = !tls_alert(call);
+		/* A TLS alert means the peer refused us (no client certificate, no common version), and
+		 * a verify result means we refused the peer: final. Otherwise the handshake was cut
+		 * short, e.g. by a server restarting. */
+		*retryable = !tls_alert(call) && call->verify_result == 0;
 		return BW_E_TLS;
 	case CURLE_RECV_ERROR:
 		if (tls_alert(call))
@@ -665,7 +670,7 @@ static void retry_timer_cb(evutil_socket_t fd, short events, void *arg)
 	bw_error err;
 	client_enter(c);
 	if (call_start_attempt(call, &err) != BW_OK)
-		call_finish(call, err.code, err.message, 0, 0);
+		call_finish(call, err.code, err.message, 0, 0, false);
 	client_leave(c);
 }
 
@@ -691,6 +696,11 @@ static void call_attempt_done(struct bw_http_call *call, CURLcode rc)
 	curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(call->easy, CURLINFO_HTTP_VERSION, &version);
 	version = map_http_version(version);
+	/* OpenSSL may report a failed chain as an odd library error ("asn1 encoding routines"), and
+	 * curl then as a plain connect error: the verify result tells a certificate problem apart. */
+	call->verify_result = 0;
+	if (rc != CURLE_OK)
+		curl_easy_getinfo(call->easy, CURLINFO_SSL_VERIFYRESULT, &call->verify_result);
 	curl_multi_remove_handle(c->multi, call->easy);
 	easy_put(c, call->easy);
 	call->easy = NULL;
@@ -720,7 +730,7 @@ static void call_attempt_done(struct bw_http_call *call, CURLcode rc)
 		call->state = CALL_RUNNING; /* cannot wait: report this attempt's outcome */
 	}
 	if (error == BW_OK) {
-		call_finish(call, BW_OK, NULL, status, version);
+		call_finish(call, BW_OK, NULL, status, version, retryable);
 		return;
 	}
 	char msg[CURL_ERROR_SIZE + 512];
@@ -733,12 +743,16 @@ static void call_attempt_done(struct bw_http_call *call, CURLcode rc)
 	} else if (call->headers_too_big) {
 		why = "the response headers exceed the header limit";
 	}
+	char verify[160] = "";
+	if (call->verify_result != 0) /* name the certificate problem, not only OpenSSL's error */
+		snprintf(verify, sizeof verify, " (server certificate: %s)",
+		         X509_verify_cert_error_string(call->verify_result));
 	if (call->attempts > 1)
-		snprintf(msg, sizeof msg, "%s %s: %s (after %u attempts)", call->method, call->safe_url, why,
+		snprintf(msg, sizeof msg, "%s %s: %s%s (after %u attempts)", call->method, call->safe_url, why, verify,
 		         call->attempts);
 	else
-		snprintf(msg, sizeof msg, "%s %s: %s", call->method, call->safe_url, why);
-	call_finish(call, error, msg, 0, version);
+		snprintf(msg, sizeof msg, "%s %s: %s%s", call->method, call->safe_url, why, verify);
+	call_finish(call, error, msg, 0, version, retryable);
 }
 
 static void check_multi_info(bw_http_client *c)

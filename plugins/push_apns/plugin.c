@@ -413,6 +413,16 @@ static void http_done(const struct bw_http_response *res, void *arg)
 	struct push *p = arg;
 	struct apns *a = p->a;
 	p->call = NULL;
+	if (res->error != BW_OK && !res->retryable) {
+		/* An untrusted certificate, a refused client certificate, a TLS configuration error: trying
+		 * again cannot help, and every push would fail the same way. */
+		snprintf(p->reason, sizeof p->reason, "transport");
+		p->status = 0;
+		a->host->log(a->ctx, BW_LOG_ERROR, "APNs cannot be used (not retried): %s",
+		             strip_url(res->error_message, p->url));
+		push_finish(p, BW_PUSH_FAILED, p->reason);
+		return;
+	}
 	if (res->error != BW_OK) {
 		/* No answer: the connection is gone or never came. Back off every push, not just this one. */
 		snprintf(p->reason, sizeof p->reason, "transport");

@@ -165,16 +165,11 @@ static void publish_gauges(struct fcm *f)
 
 static void pump(struct fcm *f);
 
-/* Network errors and timeouts may pass; so may a TLS error that is a dropped connection (the host reports a
- * reset during a TLS read as a TLS error). Certificate problems and alerts from the peer will not. */
+/* Network errors, timeouts and dropped connections may pass; certificate problems and alerts will not
+ * (the host tells which: bw_http_response.retryable, ABI 1.2). */
 static bool transport_retryable(const struct bw_http_response *res)
 {
-	if (res->error == BW_E_IO || res->error == BW_E_TIMEOUT)
-		return true;
-	if (res->error != BW_E_TLS || !res->error_message)
-		return false;
-	return !strstr(res->error_message, "certificate") && !strstr(res->error_message, " alert ") &&
-	       !strstr(res->error_message, "verif");
+	return res->retryable;
 }
 
 static void kick_cb(void *arg)

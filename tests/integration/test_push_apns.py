@@ -474,13 +474,24 @@ def test_certificate_auth_mdm(servers, pki, sims):
 
 
 def test_certificate_required_by_simulator(servers, pki, sims, tmp_path):
-    # A client certificate from another CA is refused in the TLS handshake: failed after the retries.
+    # A client certificate from another CA is refused in the TLS handshake. The simulator (Python's ssl)
+    # resets the connection without an alert, which looks like a dropped connection: failed after the retries.
     other = Pki(tmp_path / "other")
     cert, key = other.push_cert("push", "com.apple.mgmt.External.x")
     sim = sims(pki, client_ca=True)
     srv = start_server(servers, cert_settings(pki, sim, cert, key, max_retries=1))
     out = send(srv, srv.login(), push_magic=MAGIC)
     assert out["outcome"] == "failed" and out["status"] == 0 and out["reason"] == "transport", out
+
+
+def test_untrusted_server_certificate_fails_at_once(servers, pki, sims, tmp_path):
+    # The endpoint's certificate is not signed by the configured CA: no retry, a clear log line.
+    other = Pki(tmp_path / "other")
+    sim = sims(pki, jwt_key=pki.p8_pub)
+    srv = start_server(servers, token_settings(pki, sim, ca_file=str(other.ca), max_retries=3))
+    out = send(srv, srv.login())
+    assert out["outcome"] == "failed" and out["attempts"] == 1, out
+    assert re.search(r"APNs cannot be used \(not retried\): .*certificate", srv.log_text()), srv.log_text()[-2000:]
 
 
 def test_certificate_rotation(servers, pki, sims):

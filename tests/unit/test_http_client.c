@@ -325,6 +325,7 @@ struct result {
 	size_t body_len;
 	unsigned attempts;
 	long version;
+	bool retryable;
 	char x_test[32], x_test_upper[32], x_method[16], x_ctype[64], x_token[32], x_client_cert[8];
 	bool missing_header_is_null;
 	struct timespec start;
@@ -359,6 +360,7 @@ static void on_done(const struct bw_http_response *res, void *arg)
 	r->status = res->status;
 	r->attempts = res->attempts;
 	r->version = res->http_version;
+	r->retryable = res->retryable;
 	free(r->body);
 	r->body = malloc(res->body_len + 1);
 	assert_non_null(r->body);
@@ -470,6 +472,7 @@ static void test_get_ok(void **state)
 	assert_int_equal(r.error, BW_OK);
 	assert_int_equal(r.status, 404);
 	assert_int_equal(r.attempts, 1);
+	assert_false(r.retryable);
 	result_clear(&r);
 }
 
@@ -624,6 +627,7 @@ static void test_retries_exhausted(void **state)
 	call_sync(fx, &rq, &r);
 	assert_int_equal(r.error, BW_OK); /* a status was received */
 	assert_int_equal(r.status, 503);
+	assert_true(r.retryable); /* a later try may pass: the caller may retry it after its own delay */
 	assert_int_equal(r.attempts, 3);
 	assert_int_equal(fx->hits, 3);
 	assert_string_equal(r.body, "failing");
@@ -716,6 +720,7 @@ static void test_connection_refused(void **state)
 	call_sync(fx, &rq, &r);
 	assert_int_equal(r.error, BW_E_IO);
 	assert_int_equal(r.status, 0);
+	assert_true(r.retryable);
 	assert_int_equal(r.attempts, 3);
 	assert_true(strlen(r.message) > 0);
 	result_clear(&r);
@@ -762,6 +767,7 @@ static void test_tls_wrong_ca(void **state)
 	call_sync(fx, &rq, &r);
 	assert_int_equal(r.error, BW_E_TLS);
 	assert_int_equal(r.attempts, 1); /* verification failures are final */
+	assert_false(r.retryable);
 	assert_int_equal(r.status, 0);
 	assert_int_equal(fx->hits, 0);
 	assert_true(strlen(r.message) > 0);
@@ -789,6 +795,7 @@ static void test_tls_client_cert(void **state)
 	call_sync(fx, &rq, &r);
 	assert_int_equal(r.error, BW_E_TLS); /* the server insists on a certificate: final */
 	assert_int_equal(r.attempts, 1);
+	assert_false(r.retryable);
 	assert_int_equal(fx->hits, 0);
 
 	rq.client_cert = g_certs.other_cert;

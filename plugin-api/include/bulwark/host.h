@@ -86,6 +86,10 @@ struct bw_http_response {
 	const void *priv;  /* host-internal, for header() */
 	/* Value of a response header (case-insensitive), or NULL. */
 	const char *(*header)(const struct bw_http_response *res, const char *name);
+	/* ABI 1.2: whether another attempt may succeed: timeouts, dropped or reset connections (also
+	 * during TLS), 429 and 5xx (except 501). False for certificate, trust and TLS configuration
+	 * errors, alerts from the peer, limits and other statuses. Set after the host's own retries. */
+	bool retryable;
 };
 
 typedef void (*bw_event_fn)(const char *topic, json_t *payload /* borrowed */, void *arg);

@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 #define BW_ABI_MAJOR 1
-#define BW_ABI_MINOR 1 /* 1.1: device_get, device_list, command_queue */
+#define BW_ABI_MINOR 2 /* 1.1: device_get, device_list, command_queue; 1.2: bw_http_response.retryable */
 
 #if defined(__GNUC__)
 #define BW_EXPORT __attribute__((visibility("default")))
