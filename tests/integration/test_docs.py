@@ -11,18 +11,21 @@ import pytest
 from bwserver import assert_no_sanitizer_reports
 
 BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
+PLUGINS = ("example_hello", "compliance_lua", "push_apns", "push_fcm", "dir_ldap")  # every plugin built in tree
 
 
 def test_config_docs_match(build, repo, tmp_path):
     cfg = tmp_path / "docs.lua"
     cfg.write_text('server = { plugin_dir = "%s" }\nplugins = { "example_hello" }\n'
                    % (build / "lib" / "bulwark" / "plugins"))
-    cp = subprocess.run([str(build / "bin" / "bulwarkd"), "--config-docs", "--config", str(cfg), "example_hello"],
+    cp = subprocess.run([str(build / "bin" / "bulwarkd"), "--config-docs", "--config", str(cfg)] + list(PLUGINS),
                         capture_output=True, text=True, timeout=60, env=dict(os.environ), cwd=tmp_path)
     assert_no_sanitizer_reports(cp.stderr, "bulwarkd --config-docs")
     assert cp.returncode == 0, cp.stderr
     generated = cp.stdout.strip("\n")
     assert "## Host settings" in generated and "example_hello.greeting" in generated, generated[:500]
+    for p in PLUGINS:
+        assert "(`%s`)" % p in generated, p
 
     doc_path = repo / "docs" / "configuration.md"
     assert doc_path.is_file(), "docs/configuration.md does not exist (it must hold the generated reference)"
@@ -34,7 +37,7 @@ def test_config_docs_match(build, repo, tmp_path):
         diff = "\n".join(difflib.unified_diff(block.splitlines(), generated.splitlines(), "docs/configuration.md",
                                               "bulwarkd --config-docs", lineterm="", n=1))
         raise AssertionError("docs/configuration.md is out of date; regenerate the block between the markers with\n"
-                             "  bulwarkd --config-docs --config CFG example_hello\n" + diff[:6000])
+                             "  bulwarkd --config-docs --config CFG %s\n" % " ".join(PLUGINS) + diff[:6000])
 
 
 def test_openapi_lists_every_host_route(repo):
