@@ -153,3 +153,21 @@ def test_stop_with_pushes_in_flight(servers, fixture_plugins, tmp_path):
     wait_for(lambda: received(srv, admin, dev))
     srv.stop()
     assert "push failed after 1 attempt(s): stopping" in srv.log_text()
+
+
+def test_bulwarkctl_push_test(push_server, tmp_path):
+    """`bulwarkctl push test DEVICE` against the real route: the outcome printed, exit 0 only when sent."""
+    srv = push_server
+    admin = srv.login()
+    good, _ = enroll(srv, admin, tmp_path, "good-token-6")
+    bad, _ = enroll(srv, admin, tmp_path, "bad-token-6")
+    env = {"BULWARK_TOKEN": admin}
+    cp = srv.ctl("push", "test", good, env=env)
+    assert cp.returncode == 0, cp
+    assert "Push test to device %s: sent" % good in cp.stdout, cp.stdout
+    cp = srv.ctl("push", "test", bad, env=env)
+    assert cp.returncode == 1 and "token_invalid" in cp.stdout + cp.stderr, cp
+    cp = srv.ctl("push", "test", str(uuid.uuid4()), env=env)
+    assert cp.returncode == 1 and "no device with id" in cp.stderr, cp
+    cp = srv.ctl("push", "test", "--json", good, env=env)
+    assert cp.returncode == 0 and '"outcome"' in cp.stdout, cp
