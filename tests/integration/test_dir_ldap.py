@@ -405,3 +405,21 @@ def test_enroll_by_directory_credentials(dsrv):
         assert r.status in (401, 403), (user, r)
     assert len(dsrv.api("GET", "/api/v1/devices?limit=500", token=token).body["devices"]) == count
     assert "Wrong-Password-9" not in dsrv.log_text()
+
+
+def test_bulwarkctl_directory_commands(dsrv):
+    """bulwarkctl directory test|sync|users|groups against the real plugin and slapd."""
+    env = {"BULWARK_TOKEN": dsrv.login()}
+    cp = dsrv.ctl("directory", "test", env=env)
+    assert cp.returncode == 0, cp
+    assert re.search(r"^Result:\s+ok$", cp.stdout, re.M) and re.search(r"^Verified:\s+yes$", cp.stdout, re.M), cp.stdout
+    assert re.search(r"^TLS version:\s+TLSv?1\.[23]$", cp.stdout, re.M), cp.stdout  # GnuTLS says "TLS1.3"
+    cp = dsrv.ctl("directory", "sync", "--full", "--wait", env=env, timeout=120)
+    assert cp.returncode == 0 and "Sync finished: full" in cp.stdout, cp
+    cp = dsrv.ctl("directory", "users", "--query", "alice", env=env)
+    assert cp.returncode == 0 and "Alice Müller-Lüdenscheidt" in cp.stdout, cp
+    cp = dsrv.ctl("directory", "groups", "--json", env=env)
+    assert cp.returncode == 0, cp
+    assert any(g["name"] == "sales" for g in json.loads(cp.stdout)["groups"]), cp.stdout
+    cp = dsrv.ctl("directory", "--plugin", "nope", "test", env=env)
+    assert cp.returncode == 1, cp
