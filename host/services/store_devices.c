@@ -342,11 +342,6 @@ static int tx_end(bw_store *st, bool own, int ret, bw_error *err)
 
 /* ---- helpers */
 
-static bool jset(json_t *o, const char *key, json_t *v)
-{
-	return v && json_object_set_new(o, key, v) == 0;
-}
-
 static bool is_lower_hex(const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -497,78 +492,6 @@ static int bind_texts(sqlite3_stmt *s, int first, const char *const *v, size_t n
 		rc = v[i] ? sqlite3_bind_text(s, first + (int)i, v[i], -1, SQLITE_STATIC)
 		          : sqlite3_bind_null(s, first + (int)i);
 	return rc;
-}
-
-/* Row to JSON by a column map; NULL key = skip the column. */
-enum col_kind { C_TEXT, C_INT, C_BOOL, C_JSON };
-struct col_map {
-	const char *key;
-	enum col_kind kind;
-};
-
-/* A stored JSON text parsed, null for NULL; text that does not parse (a file edited by hand) is
- * returned as a string rather than failing the listing. */
-static json_t *col_parsed(sqlite3_stmt *s, int i)
-{
-	if (sqlite3_column_type(s, i) == SQLITE_NULL)
-		return json_null();
-	const char *t = (const char *)sqlite3_column_text(s, i);
-	json_t *v = t ? json_loadb(t, (size_t)sqlite3_column_bytes(s, i), JSON_DECODE_ANY, NULL) : NULL;
-	return v ? v : bw_store_sql_col_json(s, i);
-}
-
-static json_t *row_json(sqlite3_stmt *s, const struct col_map *m, size_t n)
-{
-	json_t *o = json_object();
-	for (size_t i = 0; o && i < n; i++) {
-		if (!m[i].key)
-			continue;
-		json_t *v = NULL;
-		switch (m[i].kind) {
-		case C_TEXT:
-			v = bw_store_sql_col_json(s, (int)i);
-			break;
-		case C_INT:
-			v = json_integer(sqlite3_column_int64(s, (int)i));
-			break;
-		case C_BOOL:
-			v = json_boolean(sqlite3_column_int(s, (int)i) != 0);
-			break;
-		case C_JSON:
-			v = col_parsed(s, (int)i);
-			break;
-		}
-		if (!jset(o, m[i].key, v)) {
-			json_decref(o);
-			return NULL;
-		}
-	}
-	return o;
-}
-
-/* Steps a bound statement to the end, appending one object per row; ends the statement. */
-static int list_rows(bw_store *st, sqlite3_stmt *s, const struct col_map *m, size_t n, json_t **out, bw_error *err,
-                     const char *what)
-{
-	json_t *arr = json_array();
-	int rc = SQLITE_NOMEM, ret = BW_OK;
-	while (arr && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_t *o = row_json(s, m, n);
-		if (!o || json_array_append_new(arr, o)) {
-			rc = SQLITE_NOMEM;
-			break;
-		}
-	}
-	if (rc == SQLITE_NOMEM)
-		ret = bw_error_set(err, BW_E_NOMEM, "%s: out of memory", what);
-	else if (rc != SQLITE_DONE)
-		ret = bw_store_sql_fail(st, rc, err, "%s", what);
-	bw_store_sql_end(s);
-	if (ret)
-		json_decref(arr);
-	else
-		*out = arr;
-	return ret;
 }
 
 /* Runs a statement with no result rows; BW_E_NOTFOUND "no <what> with id <id>" when it changed
@@ -734,31 +657,31 @@ int bw_store_device_get(bw_store *st, const char *id, struct bw_device *out, bw_
 	return ret;
 }
 
-static const struct col_map device_map[] = {
-    {"id", C_TEXT},
-    {"platform", C_TEXT},
-    {"status", C_TEXT},
-    {"group", C_TEXT},
-    {"owner", C_TEXT},
-    {"cert_serial", C_TEXT},
-    {"cert_not_after", C_INT},
-    {"enrolled_at", C_INT},
-    {"last_seen", C_INT},
-    {"status_changed_at", C_INT},
-    {"enroll_method", C_TEXT},
-    {"os_version", C_TEXT},
-    {"model", C_TEXT},
-    {"manufacturer", C_TEXT},
-    {"serial", C_TEXT},
-    {"imei", C_TEXT},
-    {"meid", C_TEXT},
-    {"wifi_mac", C_TEXT},
-    {"phone_number", C_TEXT},
-    {"agent_version", C_TEXT},
-    {NULL, C_TEXT} /* push */,
-    {NULL, C_TEXT},
-    {"owner_name", C_TEXT},
-    {"owner_email", C_TEXT},
+static const struct bw_col_map device_map[] = {
+    {"id", BW_COL_TEXT},
+    {"platform", BW_COL_TEXT},
+    {"status", BW_COL_TEXT},
+    {"group", BW_COL_TEXT},
+    {"owner", BW_COL_TEXT},
+    {"cert_serial", BW_COL_TEXT},
+    {"cert_not_after", BW_COL_INT},
+    {"enrolled_at", BW_COL_INT},
+    {"last_seen", BW_COL_INT},
+    {"status_changed_at", BW_COL_INT},
+    {"enroll_method", BW_COL_TEXT},
+    {"os_version", BW_COL_TEXT},
+    {"model", BW_COL_TEXT},
+    {"manufacturer", BW_COL_TEXT},
+    {"serial", BW_COL_TEXT},
+    {"imei", BW_COL_TEXT},
+    {"meid", BW_COL_TEXT},
+    {"wifi_mac", BW_COL_TEXT},
+    {"phone_number", BW_COL_TEXT},
+    {"agent_version", BW_COL_TEXT},
+    {NULL, BW_COL_TEXT} /* push */,
+    {NULL, BW_COL_TEXT},
+    {"owner_name", BW_COL_TEXT},
+    {"owner_email", BW_COL_TEXT},
 };
 
 /* Adds "inventory" (null when none) and "inventory_at" (0) to a device's JSON. */
@@ -772,8 +695,8 @@ static int device_json_inventory(bw_store *st, const char *id, json_t *o, bw_err
 	bool found = rc == SQLITE_ROW;
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		ret = bw_store_sql_fail(st, rc, err, "reading a device's inventory");
-	else if (!jset(o, "inventory", found ? col_parsed(s, 0) : json_null()) ||
-	         !jset(o, "inventory_at", json_integer(found ? sqlite3_column_int64(s, 1) : 0)))
+	else if (!bw_store_sql_jset(o, "inventory", found ? bw_store_sql_col_parsed(s, 0) : json_null()) ||
+	         !bw_store_sql_jset(o, "inventory_at", json_integer(found ? sqlite3_column_int64(s, 1) : 0)))
 		ret = bw_error_set(err, BW_E_NOMEM, "reading a device: out of memory");
 	bw_store_sql_end(s);
 	return ret;
@@ -790,18 +713,18 @@ int bw_store_device_json(bw_store *st, const char *id, json_t **out, bw_error *e
 		return ret;
 	int rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
-		json_t *o = row_json(s, device_map, sizeof device_map / sizeof device_map[0]);
+		json_t *o = bw_store_sql_row_json(s, device_map, sizeof device_map / sizeof device_map[0]);
 		json_t *push = json_null();
 		if (o && sqlite3_column_type(s, 20) != SQLITE_NULL) {
 			json_decref(push);
 			push = json_object();
-			if (push && (!jset(push, "provider", bw_store_sql_col_json(s, 20)) ||
-			             !jset(push, "token", bw_store_sql_col_json(s, 21)))) {
+			if (push && (!bw_store_sql_jset(push, "provider", bw_store_sql_col_json(s, 20)) ||
+			             !bw_store_sql_jset(push, "token", bw_store_sql_col_json(s, 21)))) {
 				json_decref(push);
 				push = NULL;
 			}
 		}
-		if (!o || !jset(o, "push", push)) {
+		if (!o || !bw_store_sql_jset(o, "push", push)) {
 			json_decref(o);
 			ret = bw_error_set(err, BW_E_NOMEM, "reading a device: out of memory");
 		} else {
@@ -938,11 +861,11 @@ static void device_list_sql(unsigned mask, unsigned op, char *buf, size_t size)
 	         op ? " ?5" : "");
 }
 
-static const struct col_map summary_map[] = {
-    {"id", C_TEXT},         {"platform", C_TEXT},     {"status", C_TEXT},
-    {"group", C_TEXT},      {"owner", C_TEXT},        {"os_version", C_TEXT},
-    {"model", C_TEXT},      {"manufacturer", C_TEXT}, {"agent_version", C_TEXT},
-    {"enrolled_at", C_INT}, {"last_seen", C_INT},     {"cert_not_after", C_INT},
+static const struct bw_col_map summary_map[] = {
+    {"id", BW_COL_TEXT},         {"platform", BW_COL_TEXT},     {"status", BW_COL_TEXT},
+    {"group", BW_COL_TEXT},      {"owner", BW_COL_TEXT},        {"os_version", BW_COL_TEXT},
+    {"model", BW_COL_TEXT},      {"manufacturer", BW_COL_TEXT}, {"agent_version", BW_COL_TEXT},
+    {"enrolled_at", BW_COL_INT}, {"last_seen", BW_COL_INT},     {"cert_not_after", BW_COL_INT},
 };
 
 int bw_store_device_list(bw_store *st, const struct bw_device_filter *f, json_t **out, bw_error *err)
@@ -999,7 +922,8 @@ int bw_store_device_list(bw_store *st, const struct bw_device_filter *f, json_t 
 		bw_store_sql_end(s);
 		return ret;
 	}
-	return list_rows(st, s, summary_map, sizeof summary_map / sizeof summary_map[0], out, err, "listing devices");
+	return bw_store_sql_list(st, s, summary_map, sizeof summary_map / sizeof summary_map[0], out, err,
+	                         "listing devices");
 }
 
 int bw_store_device_count(bw_store *st, int64_t *count, bw_error *err)
@@ -1118,13 +1042,14 @@ int bw_store_key_list(bw_store *st, json_t **out, bw_error *err)
 {
 	*out = NULL;
 	CHECK_DEV(st);
-	static const struct col_map m[] = {
-	    {"id", C_TEXT},        {"prefix", C_TEXT},  {"group", C_TEXT},      {"max_uses", C_INT},   {"uses", C_INT},
-	    {"expires_at", C_INT}, {"revoked", C_BOOL}, {"created_by", C_TEXT}, {"created_at", C_INT},
+	static const struct bw_col_map m[] = {
+	    {"id", BW_COL_TEXT},      {"prefix", BW_COL_TEXT},     {"group", BW_COL_TEXT},
+	    {"max_uses", BW_COL_INT}, {"uses", BW_COL_INT},        {"expires_at", BW_COL_INT},
+	    {"revoked", BW_COL_BOOL}, {"created_by", BW_COL_TEXT}, {"created_at", BW_COL_INT},
 	};
 	sqlite3_stmt *s;
 	int ret = dstmt(st, D_KEY_LIST, &s, err);
-	return ret ? ret : list_rows(st, s, m, sizeof m / sizeof m[0], out, err, "listing enrollment keys");
+	return ret ? ret : bw_store_sql_list(st, s, m, sizeof m / sizeof m[0], out, err, "listing enrollment keys");
 }
 
 int bw_store_key_revoke(bw_store *st, const char *id, bw_error *err)
@@ -1209,13 +1134,13 @@ int bw_store_invitation_list(bw_store *st, json_t **out, bw_error *err)
 {
 	*out = NULL;
 	CHECK_DEV(st);
-	static const struct col_map m[] = {
-	    {"id", C_TEXT},     {"email", C_TEXT},      {"expires_at", C_INT},
-	    {"used_at", C_INT}, {"created_by", C_TEXT}, {"created_at", C_INT},
+	static const struct bw_col_map m[] = {
+	    {"id", BW_COL_TEXT},     {"email", BW_COL_TEXT},      {"expires_at", BW_COL_INT},
+	    {"used_at", BW_COL_INT}, {"created_by", BW_COL_TEXT}, {"created_at", BW_COL_INT},
 	};
 	sqlite3_stmt *s;
 	int ret = dstmt(st, D_INV_LIST, &s, err);
-	return ret ? ret : list_rows(st, s, m, sizeof m / sizeof m[0], out, err, "listing invitations");
+	return ret ? ret : bw_store_sql_list(st, s, m, sizeof m / sizeof m[0], out, err, "listing invitations");
 }
 
 int bw_store_outbox_add(bw_store *st, const char *id, const char *to, const char *subject, const char *body,
@@ -1245,13 +1170,13 @@ int bw_store_outbox_list(bw_store *st, json_t **out, bw_error *err)
 {
 	*out = NULL;
 	CHECK_DEV(st);
-	static const struct col_map m[] = {
-	    {"id", C_TEXT},   {"to", C_TEXT},        {"subject", C_TEXT},
-	    {"body", C_TEXT}, {"created_at", C_INT}, {"sent_at", C_INT},
+	static const struct bw_col_map m[] = {
+	    {"id", BW_COL_TEXT},   {"to", BW_COL_TEXT},        {"subject", BW_COL_TEXT},
+	    {"body", BW_COL_TEXT}, {"created_at", BW_COL_INT}, {"sent_at", BW_COL_INT},
 	};
 	sqlite3_stmt *s;
 	int ret = dstmt(st, D_OUTBOX_LIST, &s, err);
-	return ret ? ret : list_rows(st, s, m, sizeof m / sizeof m[0], out, err, "listing the outbox");
+	return ret ? ret : bw_store_sql_list(st, s, m, sizeof m / sizeof m[0], out, err, "listing the outbox");
 }
 
 /* ---- allowlist, settings, refusals */
@@ -1308,11 +1233,11 @@ int bw_store_allowlist_list(bw_store *st, json_t **out, bw_error *err)
 {
 	*out = NULL;
 	CHECK_DEV(st);
-	static const struct col_map m[] = {
-	    {"kind", C_TEXT}, {"value", C_TEXT}, {"note", C_TEXT}, {"created_at", C_INT}};
+	static const struct bw_col_map m[] = {
+	    {"kind", BW_COL_TEXT}, {"value", BW_COL_TEXT}, {"note", BW_COL_TEXT}, {"created_at", BW_COL_INT}};
 	sqlite3_stmt *s;
 	int ret = dstmt(st, D_ALLOW_LIST, &s, err);
-	return ret ? ret : list_rows(st, s, m, sizeof m / sizeof m[0], out, err, "listing the allowlist");
+	return ret ? ret : bw_store_sql_list(st, s, m, sizeof m / sizeof m[0], out, err, "listing the allowlist");
 }
 
 /* False for malformed values, and on database errors (logged): an allowlist check never lets a
@@ -1410,14 +1335,15 @@ int bw_store_refusal_list(bw_store *st, size_t limit, json_t **out, bw_error *er
 	CHECK_DEV(st);
 	if (limit < 1 || limit > BW_STORE_LIST_MAX)
 		return bw_error_set(err, BW_E_INVALID, "refusal list limit: must be 1..%d", BW_STORE_LIST_MAX);
-	static const struct col_map m[] = {
-	    {"id", C_INT}, {"at", C_INT}, {"address", C_TEXT}, {"reason", C_TEXT}, {"detail", C_TEXT},
+	static const struct bw_col_map m[] = {
+	    {"id", BW_COL_INT},      {"at", BW_COL_INT},      {"address", BW_COL_TEXT},
+	    {"reason", BW_COL_TEXT}, {"detail", BW_COL_TEXT},
 	};
 	sqlite3_stmt *s;
 	int ret;
 	if ((ret = dstmt(st, D_REFUSAL_LIST, &s, err)) || (ret = bw_store_sql_bind(st, s, err, "i", (int64_t)limit)))
 		return ret;
-	return list_rows(st, s, m, sizeof m / sizeof m[0], out, err, "listing enrollment refusals");
+	return bw_store_sql_list(st, s, m, sizeof m / sizeof m[0], out, err, "listing enrollment refusals");
 }
 
 /* ---- commands */
@@ -1466,7 +1392,8 @@ int bw_store_command_take(bw_store *st, const char *device_id, int64_t now, int6
 		return ret;
 	if (limit < 1 || limit > BW_STORE_LIST_MAX)
 		return bw_error_set(err, BW_E_INVALID, "command take limit: must be 1..%d", BW_STORE_LIST_MAX);
-	static const struct col_map m[] = {{"id", C_TEXT}, {"type", C_TEXT}, {"params", C_JSON}, {"expires_at", C_INT}};
+	static const struct bw_col_map m[] = {
+	    {"id", BW_COL_TEXT}, {"type", BW_COL_TEXT}, {"params", BW_COL_JSON}, {"expires_at", BW_COL_INT}};
 	sqlite3_stmt *sel, *mark;
 	bool own;
 	if ((ret = dstmt(st, D_CMD_TAKE, &sel, err)) || (ret = dstmt(st, D_CMD_MARK_SENT, &mark, err)) ||
@@ -1474,7 +1401,7 @@ int bw_store_command_take(bw_store *st, const char *device_id, int64_t now, int6
 		return ret;
 	json_t *arr = NULL;
 	if (!(ret = bw_store_sql_bind(st, sel, err, "tiii", device_id, now, resend_before, (int64_t)limit)))
-		ret = list_rows(st, sel, m, sizeof m / sizeof m[0], &arr, err, "taking commands");
+		ret = bw_store_sql_list(st, sel, m, sizeof m / sizeof m[0], &arr, err, "taking commands");
 	size_t i;
 	json_t *c;
 	json_array_foreach(arr, i, c)
@@ -1571,10 +1498,11 @@ int bw_store_command_cancel(bw_store *st, const char *id, int64_t now, bw_error 
 	return bw_error_set(err, BW_E_STATE, "command %s is already %s", id, state);
 }
 
-static const struct col_map command_map[] = {
-    {"id", C_TEXT},      {"device_id", C_TEXT},   {"type", C_TEXT},      {"params", C_JSON},    {"priority", C_INT},
-    {"state", C_TEXT},   {"created_by", C_TEXT},  {"created_at", C_INT}, {"expires_at", C_INT}, {"sent_at", C_INT},
-    {"acked_at", C_INT}, {"completed_at", C_INT}, {"attempts", C_INT},   {"result", C_JSON},    {"error", C_TEXT},
+static const struct bw_col_map command_map[] = {
+    {"id", BW_COL_TEXT},        {"device_id", BW_COL_TEXT}, {"type", BW_COL_TEXT},       {"params", BW_COL_JSON},
+    {"priority", BW_COL_INT},   {"state", BW_COL_TEXT},     {"created_by", BW_COL_TEXT}, {"created_at", BW_COL_INT},
+    {"expires_at", BW_COL_INT}, {"sent_at", BW_COL_INT},    {"acked_at", BW_COL_INT},    {"completed_at", BW_COL_INT},
+    {"attempts", BW_COL_INT},   {"result", BW_COL_JSON},    {"error", BW_COL_TEXT},
 };
 
 int bw_store_command_get(bw_store *st, const char *id, json_t **out, bw_error *err)
@@ -1587,8 +1515,8 @@ int bw_store_command_get(bw_store *st, const char *id, json_t **out, bw_error *e
 	    (ret = bw_store_sql_bind(st, s, err, "t", id)))
 		return ret;
 	json_t *arr = NULL;
-	if ((ret = list_rows(st, s, command_map, sizeof command_map / sizeof command_map[0], &arr, err,
-	                     "reading a command")))
+	if ((ret = bw_store_sql_list(st, s, command_map, sizeof command_map / sizeof command_map[0], &arr, err,
+	                             "reading a command")))
 		return ret;
 	if (json_array_size(arr) == 0)
 		ret = bw_error_set(err, BW_E_NOTFOUND, "no command %s", id);
@@ -1608,7 +1536,8 @@ int bw_store_command_list(bw_store *st, const char *device_id, json_t **out, bw_
 	if ((ret = bw_store_sql_check_id(device_id, "device id", err)) || (ret = dstmt(st, D_CMD_LIST, &s, err)) ||
 	    (ret = bw_store_sql_bind(st, s, err, "ti", device_id, (int64_t)BW_STORE_LIST_MAX)))
 		return ret;
-	return list_rows(st, s, command_map, sizeof command_map / sizeof command_map[0], out, err, "listing commands");
+	return bw_store_sql_list(st, s, command_map, sizeof command_map / sizeof command_map[0], out, err,
+	                         "listing commands");
 }
 
 int bw_store_command_open_count(bw_store *st, const char *device_id, const char *type, int64_t *count, bw_error *err)
@@ -1834,11 +1763,11 @@ int bw_store_events_query(bw_store *st, const struct bw_event_query *q, json_t *
 		bw_store_sql_end(s);
 		return ret;
 	}
-	static const struct col_map m[] = {
-	    {"id", C_INT}, {"device_id", C_TEXT}, {"batch_id", C_TEXT},   {"type", C_TEXT},
-	    {"at", C_INT}, {"data", C_JSON},      {"received_at", C_INT},
+	static const struct bw_col_map m[] = {
+	    {"id", BW_COL_INT}, {"device_id", BW_COL_TEXT}, {"batch_id", BW_COL_TEXT},   {"type", BW_COL_TEXT},
+	    {"at", BW_COL_INT}, {"data", BW_COL_JSON},      {"received_at", BW_COL_INT},
 	};
-	return list_rows(st, s, m, sizeof m / sizeof m[0], out, err, "querying events");
+	return bw_store_sql_list(st, s, m, sizeof m / sizeof m[0], out, err, "querying events");
 }
 
 /* Deletes in chunks (each its own transaction unless the caller has one open), so a large purge

@@ -378,26 +378,9 @@ int bw_store_policy_history(bw_store *st, int64_t group_id, int64_t before, size
 	int ret = pstmt(st, P_HISTORY, &s, err);
 	if (ret || (ret = bw_store_sql_bind(st, s, err, "iii", group_id, before, (int64_t)limit)))
 		return ret;
-	json_t *arr = json_array();
-	int rc;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_t *o = json_pack("{s:I, s:o, s:I, s:o}", "version", (json_int_t)sqlite3_column_int64(s, 0),
-		                      "author", bw_store_sql_col_json(s, 1), "at",
-		                      (json_int_t)sqlite3_column_int64(s, 2), "summary", bw_store_sql_col_json(s, 3));
-		if (!o || json_array_append_new(arr, o)) {
-			rc = SQLITE_NOMEM;
-			break;
-		}
-	}
-	if (rc != SQLITE_DONE)
-		ret = rc == SQLITE_NOMEM ? bw_error_set(err, BW_E_NOMEM, "out of memory")
-		                         : bw_store_sql_fail(st, rc, err, "reading the policy history");
-	bw_store_sql_end(s);
-	if (ret)
-		json_decref(arr);
-	else
-		*out = arr;
-	return ret;
+	static const struct bw_col_map map[] = {
+	    {"version", BW_COL_INT}, {"author", BW_COL_TEXT}, {"at", BW_COL_INT}, {"summary", BW_COL_TEXT}};
+	return bw_store_sql_list(st, s, map, 4, out, err, "reading the policy history");
 }
 
 /* ---- delivery state */

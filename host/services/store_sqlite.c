@@ -573,10 +573,71 @@ static json_t *col_json(sqlite3_stmt *s, int i)
 	return j;
 }
 
-/* Sets o[key] = v (stolen); false when v is NULL or the set fails. */
-static bool jset(json_t *o, const char *key, json_t *v)
+bool bw_store_sql_jset(json_t *o, const char *key, json_t *v)
 {
 	return v && json_object_set_new(o, key, v) == 0;
+}
+json_t *bw_store_sql_col_parsed(sqlite3_stmt *s, int i)
+{
+	if (sqlite3_column_type(s, i) == SQLITE_NULL)
+		return json_null();
+	const char *t = (const char *)sqlite3_column_text(s, i);
+	json_t *v = t ? json_loadb(t, (size_t)sqlite3_column_bytes(s, i), JSON_DECODE_ANY, NULL) : NULL;
+	return v ? v : col_json(s, i);
+}
+
+json_t *bw_store_sql_row_json(sqlite3_stmt *s, const struct bw_col_map *m, size_t n)
+{
+	json_t *o = json_object();
+	for (size_t i = 0; o && i < n; i++) {
+		if (!m[i].key)
+			continue;
+		json_t *v = NULL;
+		switch (m[i].kind) {
+		case BW_COL_TEXT:
+			v = col_json(s, (int)i);
+			break;
+		case BW_COL_INT:
+			v = json_integer(sqlite3_column_int64(s, (int)i));
+			break;
+		case BW_COL_BOOL:
+			v = json_boolean(sqlite3_column_int(s, (int)i) != 0);
+			break;
+		case BW_COL_JSON:
+			v = bw_store_sql_col_parsed(s, (int)i);
+			break;
+		}
+		if (!bw_store_sql_jset(o, m[i].key, v)) {
+			json_decref(o);
+			return NULL;
+		}
+	}
+	return o;
+}
+
+int bw_store_sql_list(bw_store *st, sqlite3_stmt *s, const struct bw_col_map *m, size_t n, json_t **out, bw_error *err,
+                      const char *what)
+{
+	json_t *arr = json_array();
+	int rc = SQLITE_NOMEM, ret = BW_OK;
+	while (arr && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		json_t *o = bw_store_sql_row_json(s, m, n);
+		if (!o || json_array_append_new(arr, o)) {
+			json_decref(o);
+			rc = SQLITE_NOMEM;
+			break;
+		}
+	}
+	if (rc == SQLITE_NOMEM)
+		ret = bw_error_set(err, BW_E_NOMEM, "%s: out of memory", what);
+	else if (rc != SQLITE_DONE)
+		ret = bw_store_sql_fail(st, rc, err, "%s", what);
+	bw_store_sql_end(s);
+	if (ret)
+		json_decref(arr);
+	else
+		*out = arr;
+	return ret;
 }
 
 /* BW_E_NOTFOUND "no <what> <name>" when the last statement changed no row. */
@@ -914,35 +975,13 @@ int bw_store_admin_get(bw_store *st, const char *name, struct bw_admin *out, bw_
 
 int bw_store_admin_list(bw_store *st, json_t **out, bw_error *err)
 {
+	static const struct bw_col_map map[] = {
+	    {"name", BW_COL_TEXT}, {"role", BW_COL_TEXT}, {"created_at", BW_COL_INT}, {"disabled", BW_COL_BOOL}};
 	*out = NULL;
 	CHECK_STORE(st);
 	sqlite3_stmt *s;
 	int ret = stmt_get(st, S_ADMIN_LIST, &s, err);
-	if (ret)
-		return ret;
-	json_t *arr = json_array();
-	int rc = SQLITE_NOMEM;
-	while (arr && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_t *o = json_object();
-		if (!o || !jset(o, "name", col_json(s, 0)) || !jset(o, "role", col_json(s, 1)) ||
-		    !jset(o, "created_at", json_integer(sqlite3_column_int64(s, 2))) ||
-		    !jset(o, "disabled", json_boolean(sqlite3_column_int(s, 3) != 0)) ||
-		    json_array_append_new(arr, o)) {
-			json_decref(o);
-			rc = SQLITE_NOMEM;
-			break;
-		}
-	}
-	if (rc == SQLITE_NOMEM)
-		ret = bw_error_set(err, BW_E_NOMEM, "listing administrators: out of memory");
-	else if (rc != SQLITE_DONE)
-		ret = db_fail(st->db, rc, err, "listing administrators");
-	stmt_end(s);
-	if (ret)
-		json_decref(arr);
-	else
-		*out = arr;
-	return ret;
+	return ret ? ret : bw_store_sql_list(st, s, map, 4, out, err, "listing administrators");
 }
 
 int bw_store_admin_delete(bw_store *st, const char *name, bw_error *err)
@@ -1095,6 +1134,10 @@ int bw_store_token_touch(bw_store *st, const char *id, int64_t now, bw_error *er
 
 int bw_store_token_list(bw_store *st, const char *kind, json_t **out, bw_error *err)
 {
+	static const struct bw_col_map map[] = {{"id", BW_COL_TEXT},        {"kind", BW_COL_TEXT},
+	                                        {"name", BW_COL_TEXT},      {"owner", BW_COL_TEXT},
+	                                        {"role", BW_COL_TEXT},      {"created_at", BW_COL_INT},
+	                                        {"expires_at", BW_COL_INT}, {"last_used_at", BW_COL_INT}};
 	*out = NULL;
 	CHECK_STORE(st);
 	int ret;
@@ -1103,32 +1146,7 @@ int bw_store_token_list(bw_store *st, const char *kind, json_t **out, bw_error *
 	sqlite3_stmt *s;
 	if ((ret = stmt_get(st, S_TOKEN_LIST, &s, err)) || (ret = bind(st, s, err, "t", kind)))
 		return ret;
-	json_t *arr = json_array();
-	int rc = SQLITE_NOMEM;
-	while (arr && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_t *o = json_object();
-		if (!o || !jset(o, "id", col_json(s, 0)) || !jset(o, "kind", col_json(s, 1)) ||
-		    !jset(o, "name", col_json(s, 2)) || !jset(o, "owner", col_json(s, 3)) ||
-		    !jset(o, "role", col_json(s, 4)) ||
-		    !jset(o, "created_at", json_integer(sqlite3_column_int64(s, 5))) ||
-		    !jset(o, "expires_at", json_integer(sqlite3_column_int64(s, 6))) ||
-		    !jset(o, "last_used_at", json_integer(sqlite3_column_int64(s, 7))) ||
-		    json_array_append_new(arr, o)) {
-			json_decref(o);
-			rc = SQLITE_NOMEM;
-			break;
-		}
-	}
-	if (rc == SQLITE_NOMEM)
-		ret = bw_error_set(err, BW_E_NOMEM, "listing tokens: out of memory");
-	else if (rc != SQLITE_DONE)
-		ret = db_fail(st->db, rc, err, "listing tokens");
-	stmt_end(s);
-	if (ret)
-		json_decref(arr);
-	else
-		*out = arr;
-	return ret;
+	return bw_store_sql_list(st, s, map, 8, out, err, "listing tokens");
 }
 
 int bw_store_token_delete(bw_store *st, const char *id, bw_error *err)
@@ -1235,31 +1253,10 @@ int bw_store_audit_list(bw_store *st, int64_t before_id, size_t limit, json_t **
 	if ((ret = stmt_get(st, S_AUDIT_LIST, &s, err)) ||
 	    (ret = bind(st, s, err, "ii", before_id > 0 ? before_id : INT64_MAX, (int64_t)limit)))
 		return ret;
-	static const char *const keys[] = {"actor", "address", "action", "target", "outcome", "detail"};
-	json_t *arr = json_array();
-	int rc = SQLITE_NOMEM;
-	while (arr && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		json_t *o = json_object();
-		bool ok = o && jset(o, "id", json_integer(sqlite3_column_int64(s, 0))) &&
-		          jset(o, "at", json_integer(sqlite3_column_int64(s, 1)));
-		for (int i = 0; ok && i < 6; i++)
-			ok = jset(o, keys[i], col_json(s, 2 + i));
-		if (!ok || json_array_append_new(arr, o)) {
-			json_decref(o);
-			rc = SQLITE_NOMEM;
-			break;
-		}
-	}
-	if (rc == SQLITE_NOMEM)
-		ret = bw_error_set(err, BW_E_NOMEM, "listing the audit log: out of memory");
-	else if (rc != SQLITE_DONE)
-		ret = db_fail(st->db, rc, err, "listing the audit log");
-	stmt_end(s);
-	if (ret)
-		json_decref(arr);
-	else
-		*out = arr;
-	return ret;
+	static const struct bw_col_map map[] = {
+	    {"id", BW_COL_INT},      {"at", BW_COL_INT},      {"actor", BW_COL_TEXT},   {"address", BW_COL_TEXT},
+	    {"action", BW_COL_TEXT}, {"target", BW_COL_TEXT}, {"outcome", BW_COL_TEXT}, {"detail", BW_COL_TEXT}};
+	return bw_store_sql_list(st, s, map, 8, out, err, "listing the audit log");
 }
 
 /* ---- plugin records */
@@ -1386,7 +1383,8 @@ int bw_store_record_list(bw_store *st, const char *plugin, const char *collectio
 			rc = SQLITE_NOMEM;
 			break;
 		}
-		if (!jset(o, "key", k) || !jset(o, "value", v) || json_array_append_new(arr, o)) {
+		if (!bw_store_sql_jset(o, "key", k) || !bw_store_sql_jset(o, "value", v) ||
+		    json_array_append_new(arr, o)) {
 			json_decref(o);
 			rc = SQLITE_NOMEM;
 			break;

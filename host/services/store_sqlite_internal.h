@@ -1,6 +1,6 @@
 /* host/services/store_sqlite_internal.h: what the other SQLite store files (store_devices.c) and
  * the store's unit tests need from store_sqlite.c: the connection, a statement cache with slots
- * owned by the caller, and the binding, stepping, column and input-check helpers. Not a public
+ * owned by the caller, and the binding, stepping, column, row-to-JSON and input-check helpers. Not a public
  * interface: nothing outside host/services/store_*.c and tests/unit/test_store*.c includes it. */
 #ifndef BW_STORE_SQLITE_INTERNAL_H
 #define BW_STORE_SQLITE_INTERNAL_H
@@ -32,6 +32,23 @@ int bw_store_sql_fail(bw_store *st, int rc, bw_error *err, const char *fmt, ...)
 /* Columns: text into a fixed buffer (truncated), text as a JSON string (null for NULL). */
 void bw_store_sql_col_copy(sqlite3_stmt *s, int i, char *dst, size_t size);
 json_t *bw_store_sql_col_json(sqlite3_stmt *s, int i);
+
+/* Sets o[key] = v (stolen); false when v is NULL or the set fails. */
+bool bw_store_sql_jset(json_t *o, const char *key, json_t *v);
+/* A stored JSON text parsed, null for NULL; text that does not parse (a file edited by hand) is
+ * returned as a string rather than failing a listing. */
+json_t *bw_store_sql_col_parsed(sqlite3_stmt *s, int i);
+/* Rows to JSON objects by a column map, one entry per result column in order (NULL key: skip). */
+enum bw_col_kind { BW_COL_TEXT, BW_COL_INT, BW_COL_BOOL, BW_COL_JSON };
+struct bw_col_map {
+	const char *key;
+	enum bw_col_kind kind;
+};
+json_t *bw_store_sql_row_json(sqlite3_stmt *s, const struct bw_col_map *m, size_t n);
+/* Steps a bound statement to the end, one object per row, into a new array; ends the statement.
+ * Errors say "<what>: ...". */
+int bw_store_sql_list(bw_store *st, sqlite3_stmt *s, const struct bw_col_map *m, size_t n, json_t **out, bw_error *err,
+                      const char *what);
 
 /* Input checks with BW_E_INVALID messages naming `field`: a UTF-8 string of min..max bytes
  * (human: no control characters; NULL passes when min is 0), and an object id (1..36 of
