@@ -205,28 +205,35 @@ static int list_limited(struct bwctl_ctx *ctx, char *path, const char *limit, lo
 	return rc;
 }
 
+/* DELETE `path`; prints "<done> <name><tail>" (control characters cleaned) unless --json. */
+static int delete_at(struct bwctl_ctx *ctx, const char *path, const char *done, const char *name, const char *tail)
+{
+	struct bwctl_call call = {.method = "DELETE", .path = path, .flags = BWCTL_API_AUTH};
+	struct bwctl_reply reply;
+	int rc = bwctl_api_call(ctx, &call, &reply);
+
+	if (rc == BWCTL_EXIT_OK && !ctx->json) {
+		char *c = bwctl_clean(name);
+
+		printf("%s %s%s\n", done, c, tail);
+		free(c);
+	}
+	bwctl_reply_free(&reply);
+	return rc;
+}
+
 /* Simple DELETE of one object; prints `done` (with the name) unless --json. */
 static int delete_command(struct bwctl_ctx *ctx, const char *collection, const char *what, const char *name,
                           const char *done)
 {
-	struct bwctl_call call = {.method = "DELETE", .flags = BWCTL_API_AUTH};
-	struct bwctl_reply reply;
-	char *escaped, *path;
 	int rc = bwctl_check_segment(what, name);
 
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	escaped = bwctl_http_escape(name);
-	path = bwctl_xasprintf("/api/v1/%s/%s", collection, escaped);
-	call.path = path;
-	rc = bwctl_api_call(ctx, &call, &reply);
-	if (rc == BWCTL_EXIT_OK && !ctx->json) {
-		char *c = bwctl_clean(name);
+	char *escaped = bwctl_http_escape(name);
+	char *path = bwctl_xasprintf("/api/v1/%s/%s", collection, escaped);
 
-		printf("%s %s\n", done, c);
-		free(c);
-	}
-	bwctl_reply_free(&reply);
+	rc = delete_at(ctx, path, done, name, "");
 	free(path);
 	free(escaped);
 	return rc;
@@ -1186,27 +1193,19 @@ int bwctl_cmd_allowlist_add(struct bwctl_ctx *ctx, const struct bwctl_args *args
 
 int bwctl_cmd_allowlist_remove(struct bwctl_ctx *ctx, const struct bwctl_args *args)
 {
-	struct bwctl_call call = {.method = "DELETE", .flags = BWCTL_API_AUTH};
-	struct bwctl_reply reply;
 	const char *kind = args->pos[0], *value = args->pos[1];
-	char *escaped, *path;
 	int rc = check_kind(kind);
 
 	if (rc == BWCTL_EXIT_OK)
 		rc = bwctl_check_segment("value", value);
 	if (rc != BWCTL_EXIT_OK)
 		return rc;
-	escaped = bwctl_http_escape(value);
-	path = bwctl_xasprintf("/api/v1/enrollment/allowlist/%s/%s", kind, escaped);
-	call.path = path;
-	rc = bwctl_api_call(ctx, &call, &reply);
-	if (rc == BWCTL_EXIT_OK && !ctx->json) {
-		char *v = bwctl_clean(value);
+	char *escaped = bwctl_http_escape(value);
+	char *path = bwctl_xasprintf("/api/v1/enrollment/allowlist/%s/%s", kind, escaped);
+	char *done = bwctl_xasprintf("Removed %s", kind);
 
-		printf("Removed %s %s from the allowlist\n", kind, v);
-		free(v);
-	}
-	bwctl_reply_free(&reply);
+	rc = delete_at(ctx, path, done, value, " from the allowlist");
+	free(done);
 	free(path);
 	bwctl_secure_free(escaped);
 	return rc;
